@@ -1,0 +1,327 @@
+"""Learning-free SHDD decoders (paper §4.4, eq. 15 and 17) and density grids.
+
+* :func:`decode` — continuous mode seeking at arbitrary resolution: a coarse separable grid
+  search finds candidate peaks of ``f_e = Σ e_lm Y_lm``, Newton steps on the harmonic expansion
+  refine them in float64, and the candidate with the largest mass in a window of radius ρ wins
+  (eq. 15).
+* :func:`anchor_decode` — the paper's decoder over any anchor set (eq. 17, window ρ), chunked so
+  memory stays bounded at a million anchors.
+* :func:`grid_logits` / :func:`density_grid` — ``f_e`` and the normalised ``q_e`` on an
+  equiangular lat/lon grid of any size (heatmaps, credible regions, mode masses).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from locdiff import geo
+from locdiff.anchors import equiangular
+from locdiff.harmonics import DEFAULT_CHUNK, legendre_table, orders_of, real_sh, sh_index
+from locdiff.prediction import DensityGrid, Mode
+from locdiff.shdd import check_coeffs
+
+#: a cell whose coarse logit is this far below the maximum holds < e^-30 of the peak's density
+_NEGLIGIBLE = 30.0
+
+
+def default_radius_km(degree: int) -> float:
+    """Half the resolution scale π/L of a degree-L SHDD (paper A.3), in km: 208 km at L=47."""
+    return 0.5 * math.pi / (degree + 1) * geo.EARTH_RADIUS_KM
+
+
+# --------------------------------------------------------------------------- separable grids
+@functools.lru_cache(maxsize=16)
+def _separable_tables(degree: int, n_lat: int, n_lon: int, dtype: torch.dtype, device: str):
+    """Tables for ``f(θ_i, φ_j) = Σ_m A[i, m] T[m, j]`` with ``A[i, m] = Σ_l e_lm P[i, m, l]``."""
+    lat, lon, _ = equiangular(n_lat, n_lon, dtype=torch.float64)
+    table = legendre_table(torch.deg2rad(90.0 - lat), degree)  # [n_lat, D], float64
+    width = (degree + 1) ** 2
+    index = torch.full((2 * degree + 1, degree + 1), width, dtype=torch.int64)  # width → a zero column
+    for l in range(degree + 1):
+        for m in range(-l, l + 1):
+            index[m + degree, l] = sh_index(l, m)
+    padded = torch.cat((table, torch.zeros(n_lat, 1, dtype=table.dtype)), 1)[:, index]  # [n_lat, 2L+1, L+1]
+    m = torch.arange(-degree, degree + 1, dtype=torch.float64)
+    angle = m.abs()[:, None] * torch.deg2rad(lon)[None, :]
+    trig = torch.where(m[:, None] < 0, torch.sin(angle), torch.cos(angle))  # [2L+1, n_lon]
+    to = dict(dtype=dtype, device=device)
+    return padded.permute(1, 2, 0).contiguous().to(**to), trig.to(**to), index.to(device)
+
+
+def grid_logits(e: torch.Tensor, n_lat: int, n_lon: int, *, batch: int = 256) -> torch.Tensor:
+    """``f_e`` on the equiangular grid's cell centres: ``[B, D]`` → ``[B, n_lat, n_lon]``.
+
+    Separable evaluation: O(L²·n_lat + L·n_lat·n_lon) per vector instead of O(L²·n_lat·n_lon).
+    """
+    degree = check_coeffs(e)
+    e2 = e.reshape(-1, e.shape[-1])
+    p, trig, index = _separable_tables(degree, n_lat, n_lon, e.dtype, str(e.device))
+    out = []
+    for start in range(0, e2.shape[0], batch):
+        chunk = e2[start : start + batch]
+        padded = torch.cat((chunk, chunk.new_zeros(chunk.shape[0], 1)), 1)[:, index]  # [b, 2L+1, L+1]
+        a = torch.bmm(padded.transpose(0, 1), p)  # [2L+1, b, n_lat]
+        out.append(torch.einsum("mbi,mj->bij", a, trig))
+    return torch.cat(out).reshape(*e.shape[:-1], n_lat, n_lon)
+
+
+def _cell_integrals(e: torch.Tensor, f: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor, area: torch.Tensor, sub: int, max_cells: int):
+    """``∫_cell exp(f - max f)`` for every cell of one vector's grid ``f`` [n_lat, n_lon].
+
+    Cells within ``_NEGLIGIBLE`` of the maximum are integrated on a ``sub × sub`` sub-grid with
+    exact harmonics (a sharp peak can sit between centres); the rest use their centre value.
+    """
+    degree = check_coeffs(e)
+    fmax = f.max()
+    vals = torch.exp(f - fmax) * area[:, None]
+    hot = (f > fmax - _NEGLIGIBLE).nonzero()
+    if hot.shape[0] > max_cells:
+        keep = torch.topk(f[hot[:, 0], hot[:, 1]], max_cells).indices
+        hot = hot[keep]
+    if sub > 1 and hot.shape[0]:
+        dlat = 180.0 / lat.shape[0]
+        dlon = 360.0 / lon.shape[0]
+        frac = (torch.arange(sub, dtype=torch.float64, device=e.device) + 0.5) / sub - 0.5
+        sub_lat = lat[hot[:, 0]].double()[:, None, None] + frac[None, :, None] * dlat
+        sub_lon = lon[hot[:, 1]].double()[:, None, None] + frac[None, None, :] * dlon
+        pts = torch.stack(torch.broadcast_tensors(sub_lat, sub_lon), -1).reshape(-1, 2)
+        weight = torch.cos(torch.deg2rad(pts[:, 0])).reshape(hot.shape[0], -1)
+        with torch.no_grad():
+            fs = (real_sh(pts, degree, validate=False) @ e.double()).reshape(hot.shape[0], -1)
+        mean = (torch.exp(fs - fmax.double()) * weight).sum(1) / weight.sum(1)
+        vals[hot[:, 0], hot[:, 1]] = (mean * area[hot[:, 0]].double()).to(vals.dtype)
+    return vals
+
+
+def density_grid(e: torch.Tensor, n_lat: int = 180, n_lon: int = 360, *, sub: int = 6, max_cells: int = 4096) -> DensityGrid:
+    """Normalised density of ``q_e`` (eq. 11) on an equiangular grid of any size.
+
+    ``e`` [D] gives ``q_e``; ``e`` [K, D] gives the equal-weight mixture of the K densities (the
+    distribution of K diffusion samples). Mass per cell is integrated, not point-sampled, so
+    sharp peaks keep their mass on coarse grids.
+    """
+    e2 = e.reshape(-1, e.shape[-1])
+    lat, lon, area = equiangular(n_lat, n_lon, dtype=torch.float64, device=e.device)
+    f = grid_logits(e2, n_lat, n_lon).double()
+    mass = torch.zeros(n_lat, n_lon, dtype=torch.float64, device=e.device)
+    for k in range(e2.shape[0]):
+        cells = _cell_integrals(e2[k], f[k], lat, lon, area, sub, max_cells)
+        mass += cells / cells.sum()
+    mass /= e2.shape[0]
+    return DensityGrid(lat=lat, lon=lon, density=mass / area[:, None], mass=mass)
+
+
+def credible_thresholds(grid: DensityGrid, levels=(0.5, 0.9, 0.95)) -> dict[float, float]:
+    """Density threshold of each highest-density credible region: cells with density ≥ it hold ``level`` of the mass."""
+    d = grid.density.flatten()
+    order = torch.argsort(d, descending=True)
+    cum = torch.cumsum(grid.mass.flatten()[order], 0)
+    out = {}
+    for level in levels:
+        k = int(torch.searchsorted(cum, torch.tensor(level, dtype=cum.dtype, device=cum.device)))
+        out[float(level)] = float(d[order[min(k, d.numel() - 1)]])
+    return out
+
+
+def credible_area_km2(grid: DensityGrid, threshold: float) -> float:
+    """Area (km²) of the region where the density is at least ``threshold``."""
+    _, _, area = equiangular(grid.lat.shape[0], grid.lon.shape[0], dtype=torch.float64, device=grid.density.device)
+    inside = grid.density >= threshold
+    return float((inside * area[:, None]).sum() * geo.EARTH_RADIUS_KM**2)
+
+
+# --------------------------------------------------------------------------- continuous decoder
+def _coarse_size(degree: int) -> tuple[int, int]:
+    n_lat = max(16, 2 * (degree + 1))
+    return n_lat, 2 * n_lat
+
+
+def _grid_candidates(f: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``count`` local maxima of each grid ``f`` [B, n_lat, n_lon] as (lat, lon) [B, count, 2] and logits."""
+    padded = torch.cat((f[..., -1:], f, f[..., :1]), -1)  # lon wraps
+    padded = torch.nn.functional.pad(padded, (0, 0, 1, 1), value=-torch.inf)
+    pooled = torch.nn.functional.max_pool2d(padded[:, None], 3, stride=1)[:, 0]
+    peaks = torch.where(f >= pooled, f, torch.full_like(f, -torch.inf))
+    count = min(count, f.shape[-1] * f.shape[-2])
+    val, idx = torch.topk(peaks.flatten(1), count, dim=1)
+    best = f.flatten(1).argmax(1, keepdim=True)
+    idx = torch.where(torch.isfinite(val), idx, best)  # fewer peaks than asked: repeat the best cell
+    i, j = idx // f.shape[-1], idx % f.shape[-1]
+    return torch.stack((lat[i], lon[j]), -1), f.flatten(1).gather(1, idx)
+
+
+def _tangent_basis(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    ref = torch.zeros_like(p)
+    ref[..., 2] = 1.0
+    polar = p[..., 2].abs() > 0.9
+    ref[polar] = torch.tensor([1.0, 0.0, 0.0], dtype=p.dtype, device=p.device)
+    u = torch.nn.functional.normalize(torch.cross(ref, p, dim=-1), dim=-1)
+    return u, torch.cross(p, u, dim=-1)
+
+
+_STENCIL = torch.tensor([[a, b] for a in (-1, 0, 1) for b in (-1, 0, 1)], dtype=torch.float64)
+
+
+def refine_modes(e: torch.Tensor, start: torch.Tensor, *, steps: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Newton ascent of ``f_e`` on the sphere from ``start`` [M, 2], for vectors ``e`` [M, D].
+
+    Each step fits value, gradient and Hessian from a 3×3 tangent-plane stencil (float64 exact
+    harmonics) and moves to the quadratic model's maximum; the stencil shrinks as it converges.
+    Returns refined (lat, lon) [M, 2] and the peak logit [M].
+    """
+    degree = check_coeffs(e)
+    e64 = e.double()
+    p = geo.to_xyz(start.double())
+    spacing = math.pi / (2 * (degree + 1))
+    scales = [0.5, 0.2, 0.05, 0.01, 0.002, 0.0005, 0.0001]
+    stencil = _STENCIL.to(p.device)
+    f0 = None
+    for k in range(steps):
+        h = spacing * scales[min(k, len(scales) - 1)]
+        u, v = _tangent_basis(p)
+        off = stencil[None, :, :1] * u[:, None, :] + stencil[None, :, 1:] * v[:, None, :]
+        pts = geo.to_latlon(p[:, None, :] + h * off)  # [M, 9, 2]
+        with torch.no_grad():
+            y = real_sh(pts.reshape(-1, 2), degree, validate=False).reshape(p.shape[0], 9, -1)
+        f = torch.einsum("mkd,md->mk", y, e64).reshape(-1, 3, 3)  # [a+1, b+1]
+        f0 = f[:, 1, 1]
+        g = torch.stack(((f[:, 2, 1] - f[:, 0, 1]) / (2 * h), (f[:, 1, 2] - f[:, 1, 0]) / (2 * h)), -1)
+        hxx = (f[:, 2, 1] - 2 * f0 + f[:, 0, 1]) / h**2
+        hyy = (f[:, 1, 2] - 2 * f0 + f[:, 1, 0]) / h**2
+        hxy = (f[:, 2, 2] - f[:, 2, 0] - f[:, 0, 2] + f[:, 0, 0]) / (4 * h**2)
+        det = hxx * hyy - hxy**2
+        concave = (hxx < 0) & (det > 0)
+        safe_det = torch.where(concave, det, torch.ones_like(det))
+        newton = -torch.stack((hyy * g[:, 0] - hxy * g[:, 1], hxx * g[:, 1] - hxy * g[:, 0]), -1) / safe_det[:, None]
+        gnorm = g.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        step = torch.where(concave[:, None], newton, g / gnorm * h)
+        limit = 2 * spacing * scales[min(k, len(scales) - 1)] * 4
+        step = step * (limit / step.norm(dim=-1, keepdim=True).clamp_min(limit)).clamp_max(1.0)
+        p = torch.nn.functional.normalize(p + step[:, :1] * u + step[:, 1:] * v, dim=-1)
+    return geo.to_latlon(p), f0
+
+
+def _disc_offsets(rings: int = 3, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit-disc quadrature: centre + ``rings`` rings of 6k points; returns offsets [n, 2] and area weights [n]."""
+    pts, w = [torch.zeros(1, 2, dtype=dtype)], [torch.ones(1, dtype=dtype)]
+    for k in range(1, rings + 1):
+        ang = torch.arange(6 * k, dtype=dtype) * (2 * math.pi / (6 * k))
+        pts.append(k / rings * torch.stack((torch.cos(ang), torch.sin(ang)), -1))
+        w.append(torch.full((6 * k,), 1.0, dtype=dtype))
+    weights = torch.cat(w)
+    return torch.cat(pts).to(device), (weights / weights.sum()).to(device)
+
+
+def window_log_mass(e: torch.Tensor, centres: torch.Tensor, radius_km: float) -> torch.Tensor:
+    """``log ∫_{|u - c| < ρ} exp(f_e(u)) du`` (eq. 15's window, a spherical cap) for ``e`` [M, D], ``centres`` [M, 2].
+
+    Quadrature on a centre-plus-rings disc in the tangent plane; used to choose between peaks.
+    """
+    degree = check_coeffs(e)
+    rho = radius_km / geo.EARTH_RADIUS_KM
+    off, w = _disc_offsets(device=e.device)
+    p = geo.to_xyz(centres.double())
+    u, v = _tangent_basis(p)
+    pts = geo.to_latlon(p[:, None, :] + math.tan(rho) * (off[None, :, :1] * u[:, None, :] + off[None, :, 1:] * v[:, None, :]))
+    with torch.no_grad():
+        y = real_sh(pts.reshape(-1, 2), degree, validate=False).reshape(p.shape[0], off.shape[0], -1)
+    f = torch.einsum("mkd,md->mk", y, e.double())
+    return torch.logsumexp(f + torch.log(w), dim=-1) + math.log(float(geo.cap_area_km2(radius_km)))
+
+
+def decode(
+    coeffs: torch.Tensor, *, candidates: int = 3, steps: int = 5, radius_km: float | None = None, batch: int = 512
+) -> torch.Tensor:
+    """Continuous mode-seeking decoder: ``[N, (L+1)^2]`` → ``[N, 2]`` (lat, lon) degrees.
+
+    L is inferred from the width. The ``candidates`` highest local maxima of a coarse grid are
+    refined by Newton steps to the exact maxima of ``f_e`` (resolution is not tied to any anchor
+    set: well below 0.1 km), and the one with the largest mass within ``radius_km`` wins (eq. 15).
+    """
+    degree = check_coeffs(coeffs, "coeffs")
+    e = coeffs.reshape(-1, coeffs.shape[-1])
+    if e.shape[0] == 0:
+        return coeffs.new_zeros(*coeffs.shape[:-1], 2)
+    n_lat, n_lon = _coarse_size(degree)
+    lat, lon, _ = equiangular(n_lat, n_lon, dtype=torch.float64, device=e.device)
+    radius = default_radius_km(degree) if radius_km is None else radius_km
+    out = []
+    for start in range(0, e.shape[0], batch):
+        chunk = e[start : start + batch]
+        f = grid_logits(chunk, n_lat, n_lon).double()
+        cand, _ = _grid_candidates(f, lat, lon, candidates)  # [b, c, 2]
+        b, c = cand.shape[:2]
+        rep = chunk.repeat_interleave(c, 0)
+        refined, _ = refine_modes(rep, cand.reshape(-1, 2), steps=steps)
+        best = window_log_mass(rep, refined, radius).reshape(b, c).argmax(1)
+        out.append(refined.reshape(b, c, 2)[torch.arange(b, device=e.device), best])
+    return torch.cat(out).to(coeffs.dtype).reshape(*coeffs.shape[:-1], 2)
+
+
+def find_modes(
+    e: torch.Tensor, *, top: int = 5, radius_km: float | None = None, n_lat: int | None = None, grid: DensityGrid | None = None
+) -> tuple[Mode, ...]:
+    """Top modes of ``q_e`` (``e`` [D]) or of a K-sample mixture (``e`` [K, D]), best mass first.
+
+    Each mode is a refined local maximum with the probability mass within ``radius_km`` of it
+    (default :func:`default_radius_km`); modes closer than the radius to a better one are merged.
+    """
+    e2 = e.reshape(-1, e.shape[-1])
+    degree = check_coeffs(e2)
+    radius_km = default_radius_km(degree) if radius_km is None else radius_km
+    if grid is None:
+        size = n_lat or _coarse_size(degree)[0]
+        grid = density_grid(e2, size, 2 * size)
+    lat, lon = grid.lat, grid.lon
+    f = grid_logits(e2, lat.shape[0], lon.shape[0]).double()
+    cand, _ = _grid_candidates(f, lat, lon, top + 2)
+    k, c = cand.shape[:2]
+    refined, peak = refine_modes(e2.repeat_interleave(c, 0), cand.reshape(-1, 2))
+    cells = torch.stack(torch.meshgrid(lat, lon, indexing="ij"), -1).reshape(-1, 2)
+    dist = geo.pairwise_km(refined.to(cells.dtype), cells)  # [k*c, cells]
+    mass = ((dist < radius_km) * grid.mass.reshape(1, -1)).sum(1)
+    order = torch.argsort(mass, descending=True)
+    modes: list[Mode] = []
+    for i in order.tolist():
+        pt = refined[i]
+        if any(float(geo.great_circle_km(pt, refined.new_tensor([m.lat, m.lon]))) < radius_km for m in modes):
+            continue
+        modes.append(Mode(lat=float(pt[0]), lon=float(pt[1]), mass=float(mass[i]), radius_km=radius_km, logit=float(peak[i])))
+        if len(modes) == top:
+            break
+    return tuple(modes)
+
+
+# --------------------------------------------------------------------------- anchor decoder (eq. 17)
+def anchor_decode(
+    coeffs: torch.Tensor, anchors: torch.Tensor, *, rho_km: float | None = None, chunk: int = DEFAULT_CHUNK
+) -> torch.Tensor:
+    """The paper's mode-seeking decoder over an anchor set (eq. 17): ``[B, D]`` → ``[B, 2]``.
+
+    Returns the anchor maximising ``Σ_{|a_i - a| < ρ} exp(f_e(a_i))``. Logits are computed in
+    anchor chunks (memory: ``[B, N]`` logits plus one ``[chunk, D]`` block); only anchors within
+    ``_NEGLIGIBLE`` of each vector's maximum can matter and enter the window sums.
+    """
+    degree = check_coeffs(coeffs, "coeffs")
+    e = coeffs.reshape(-1, coeffs.shape[-1])
+    anchors = geo.validate_latlon(anchors, "anchors").to(device=e.device)
+    rho_km = default_radius_km(degree) if rho_km is None else rho_km
+    f = torch.empty(e.shape[0], anchors.shape[0], dtype=e.dtype, device=e.device)
+    with torch.no_grad():
+        for start in range(0, anchors.shape[0], chunk):
+            y = real_sh(anchors[start : start + chunk].to(e.dtype), degree, validate=False)
+            f[:, start : start + chunk] = e @ y.T
+    out = []
+    for b in range(e.shape[0]):
+        fb = f[b]
+        hot = (fb > fb.max() - _NEGLIGIBLE).nonzero()[:, 0]
+        if hot.numel() > 8192:
+            hot = torch.topk(fb, 8192).indices
+        pts = anchors[hot]
+        weight = torch.exp((fb[hot] - fb.max()).double())
+        window = (geo.pairwise_km(pts.double(), pts.double()) < rho_km).double() @ weight
+        out.append(pts[window.argmax()])
+    return torch.stack(out).reshape(*coeffs.shape[:-1], 2)

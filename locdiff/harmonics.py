@@ -1,0 +1,228 @@
+"""Real orthonormal spherical harmonics to any degree (paper §3.1, appendix A.2, eq. 19).
+
+The paper's explicit factorial formula (eq. 20) overflows for large degrees — that overflow is the
+"blow-up above 2500 dims" of its Fig. 4(b). We never form factorials: the fully normalised
+associated Legendre functions ``P̄_l^m`` (which already contain ``sqrt((2l+1)/4π (l-m)!/(l+m)!)``)
+follow the standard stable three-term recurrence in ``l``, started from the closed-form diagonal
+``P̄_m^m``. Values stay O(sqrt(l)) for every degree, so float32 is accurate to L=255 and beyond.
+
+Layout: coefficient ``(l, m)`` with ``-l <= m <= l`` sits at index ``l*l + l + m``.
+Convention (the paper's eq. 19 with eq. 20's Condon–Shortley phase cancelled)::
+
+    Y_lm = sqrt(2) P̄_l^|m|(cos θ) sin(|m| φ)   m < 0
+    Y_l0 = P̄_l^0(cos θ)
+    Y_lm = sqrt(2) P̄_l^m(cos θ) cos(m φ)       m > 0
+
+with colatitude θ = 90° - lat and φ = lon. Everything is vectorised over points, runs on any
+device and dtype, and is differentiable with respect to the points.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from locdiff.geo import validate_latlon
+
+#: points evaluated per chunk; bounds temporary memory (chunk * (L+1)^2 values at most twice)
+DEFAULT_CHUNK = 4096
+
+
+def num_coeffs(degree: int) -> int:
+    """Width ``(L+1)^2`` of a degree-``L`` coefficient vector."""
+    return (check_degree(degree) + 1) ** 2
+
+
+def check_degree(degree: int) -> int:
+    if isinstance(degree, bool) or not isinstance(degree, int):
+        raise ValueError(f"degree must be an int, got {degree!r}")
+    if degree < 0:
+        raise ValueError(f"degree must be >= 0, got {degree}")
+    return degree
+
+
+def degree_from_width(width: int) -> int:
+    """Inverse of :func:`num_coeffs`; raises ``ValueError`` if ``width`` is not a perfect square."""
+    root = math.isqrt(max(int(width), 0))
+    if width < 1 or root * root != width:
+        raise ValueError(f"coefficient width {width} is not (L+1)^2 for any degree L >= 0")
+    return root - 1
+
+
+def sh_index(l: int, m: int) -> int:
+    """Position of coefficient ``(l, m)`` in a coefficient vector."""
+    if abs(m) > l:
+        raise ValueError(f"order m={m} out of range for degree l={l}")
+    return l * l + l + m
+
+
+def degrees_of(degree: int) -> torch.Tensor:
+    """Degree ``l`` of every coefficient, ``[(L+1)^2]`` (int64)."""
+    return torch.cat([torch.full((2 * l + 1,), l, dtype=torch.int64) for l in range(degree + 1)])
+
+
+def orders_of(degree: int) -> torch.Tensor:
+    """Signed order ``m`` of every coefficient, ``[(L+1)^2]`` (int64)."""
+    return torch.cat([torch.arange(-l, l + 1, dtype=torch.int64) for l in range(degree + 1)])
+
+
+@functools.lru_cache(maxsize=64)
+def _recurrence(degree: int, dtype: torch.dtype, device: str) -> tuple:
+    """Per-degree coefficients of the normalised recurrence, built in float64 then cast.
+
+    For l >= 2 and m <= l-2:  P̄_l^m = a_lm (x P̄_{l-1}^m - b_lm P̄_{l-2}^m)
+    with a_lm = sqrt((4l²-1)/(l²-m²)), b_lm = sqrt(((l-1)²-m²)/(4(l-1)²-1));
+    P̄_l^{l-1} = sqrt(2l+1) x P̄_{l-1}^{l-1};  P̄_l^l = sqrt((2l+1)/(2l)) sin θ P̄_{l-1}^{l-1}.
+    """
+    a, b, diag, sub = [], [], [], []
+    for l in range(degree + 1):
+        m = torch.arange(max(l - 1, 0), dtype=torch.float64)
+        a.append(torch.sqrt((4.0 * l * l - 1) / (l * l - m * m)).to(dtype=dtype, device=device))
+        lm1 = l - 1
+        b.append(torch.sqrt((lm1 * lm1 - m * m) / (4.0 * lm1 * lm1 - 1)).to(dtype=dtype, device=device))
+        diag.append(math.sqrt((2 * l + 1) / (2 * l)) if l > 0 else 0.0)
+        sub.append(math.sqrt(2 * l + 1))
+    return a, b, diag, sub
+
+
+def _legendre_rows(x: torch.Tensor, s: torch.Tensor, degree: int):
+    """Yield ``P̄_l^m(x)`` for m = 0..l as ``[l+1, N]`` tensors (rows contiguous), l = 0..degree."""
+    a, b, diag, sub = _recurrence(degree, x.dtype, str(x.device))
+    xr, sr = x[None, :], s[None, :]
+    prev2 = None
+    prev1 = torch.full_like(xr, 1.0 / math.sqrt(4 * math.pi))
+    yield prev1
+    for l in range(1, degree + 1):
+        last = prev1[l - 1 : l]
+        edge = (sub[l] * xr * last, diag[l] * sr * last)
+        if l >= 2:
+            body = a[l][:, None] * (xr * prev1[: l - 1] - b[l][:, None] * prev2[: l - 1])
+            row = torch.cat((body, *edge), dim=0)
+        else:
+            row = torch.cat(edge, dim=0)
+        yield row
+        prev2, prev1 = prev1, row
+
+
+def _precise(t: torch.Tensor) -> torch.Tensor:
+    """Angles and their sines in float64 where the device has it (MPS does not)."""
+    return t.double() if t.device.type != "mps" else t
+
+
+def _trig(lon_rad: torch.Tensor, degree: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sqrt(2) cos(mφ)`` and ``sqrt(2) sin(mφ)`` for m = 0..L as ``[L+1, N]``.
+
+    ``m φ`` is formed in float64: in float32 its rounding alone (|mφ| up to ~800 rad at L=255)
+    would cost 5e-5 absolute in every high-order coefficient.
+    """
+    lon = _precise(lon_rad)
+    angle = torch.arange(degree + 1, dtype=lon.dtype, device=lon.device)[:, None] * lon[None, :]
+    return (math.sqrt(2.0) * torch.cos(angle)).to(dtype), (math.sqrt(2.0) * torch.sin(angle)).to(dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _negative_rows(l: int, device: str) -> torch.Tensor:
+    """Output rows of orders m = -1, -2, ..., -l (descending index)."""
+    return torch.arange(l * l + l - 1, l * l - 1, -1, device=device)
+
+
+def _assemble(x, s, cos_m, sin_m, degree: int, dtype: torch.dtype) -> torch.Tensor:
+    """Real SH ``[(L+1)^2, N]`` (coefficient-major, ``dtype``) from sin/cos of latitude and trig tables ``[L+1, N]``.
+
+    The recurrence runs in the inputs' precision (float64 except on MPS): near the poles the
+    forward recurrence in ``l`` excites the singular second solution, and float32 rounding there
+    grew to 4e-4 of the kernel peak at L=255. Only the output is stored in ``dtype``.
+    """
+    out = torch.empty(((degree + 1) ** 2, x.shape[0]), dtype=dtype, device=x.device)
+    for l, p in enumerate(_legendre_rows(x, s, degree)):
+        centre = l * l + l
+        out[centre] = p[0]
+        if l:
+            out[centre + 1 : centre + l + 1] = p[1:] * cos_m[1 : l + 1]
+            out[_negative_rows(l, str(x.device))] = (p[1:] * sin_m[1 : l + 1]).to(dtype)
+    return out
+
+
+def _assemble_inplace(x, s, cos_m, sin_m, degree: int, dtype: torch.dtype) -> torch.Tensor:
+    """Same values as :func:`_assemble`, with preallocated buffers and fused in-place updates.
+
+    Used when no gradient is needed (targets, anchors, grids): about twice as fast.
+    """
+    a, b, diag, sub = _recurrence(degree, x.dtype, str(x.device))
+    n = x.shape[0]
+    out = torch.empty(((degree + 1) ** 2, n), dtype=dtype, device=x.device)
+    prev2, prev1, cur = (torch.empty((degree + 1, n), dtype=x.dtype, device=x.device) for _ in range(3))
+    tmp = torch.empty((max(degree, 1), n), dtype=dtype, device=x.device)
+    prev1[0].fill_(1.0 / math.sqrt(4 * math.pi))
+    out[0] = prev1[0]
+    for l in range(1, degree + 1):
+        if l >= 2:
+            body = cur[: l - 1]
+            torch.mul(prev1[: l - 1], x, out=body)
+            body.addcmul_(prev2[: l - 1], b[l][:, None], value=-1.0)
+            body.mul_(a[l][:, None])
+        torch.mul(prev1[l - 1], x, out=cur[l - 1]).mul_(sub[l])
+        torch.mul(prev1[l - 1], s, out=cur[l]).mul_(diag[l])
+        centre = l * l + l
+        out[centre] = cur[0]
+        torch.mul(cur[1 : l + 1], cos_m[1 : l + 1], out=out[centre + 1 : centre + l + 1])
+        torch.mul(cur[1 : l + 1], sin_m[1 : l + 1], out=tmp[:l])
+        out.index_copy_(0, _negative_rows(l, str(x.device)), tmp[:l])
+        prev2, prev1, cur = prev1, cur, prev2
+    return out
+
+
+def real_sh(latlon: torch.Tensor, degree: int, *, chunk: int = DEFAULT_CHUNK, validate: bool = True) -> torch.Tensor:
+    """Real orthonormal spherical harmonics ``Y_lm`` at (lat, lon) degree points.
+
+    ``latlon`` [..., 2] → ``[..., (degree+1)^2]`` in the points' dtype and device (integer inputs
+    become the default float dtype). Differentiable with respect to ``latlon``.
+    """
+    check_degree(degree)
+    if validate:
+        latlon = validate_latlon(latlon)
+    lead = latlon.shape[:-1]
+    flat = latlon.reshape(-1, 2)
+    lat = torch.deg2rad(_precise(flat[:, 0]))
+    lon = torch.deg2rad(_precise(flat[:, 1]))
+    pieces = []
+    for start in range(0, max(flat.shape[0], 1), chunk):
+        la, lo = lat[start : start + chunk], lon[start : start + chunk]
+        x = torch.sin(la)
+        s = torch.cos(la).clamp_min(0.0)  # cos(±π/2) rounds to a tiny negative
+        cos_m, sin_m = _trig(lo, degree, x.dtype)
+        build = _assemble if (torch.is_grad_enabled() and flat.requires_grad) else _assemble_inplace
+        pieces.append(build(x, s, cos_m, sin_m, degree, flat.dtype).T)
+    out = torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
+    return out.reshape(*lead, (degree + 1) ** 2)
+
+
+def legendre_table(colat_rad: torch.Tensor, degree: int) -> torch.Tensor:
+    """``[n, (L+1)^2]``: column (l, m) holds ``c_m P̄_l^|m|(cos θ)`` with c_0 = 1, c_m = sqrt(2).
+
+    With it, ``Y_lm(θ, φ) = table[θ, (l, m)] * (cos(mφ) if m >= 0 else sin(|m|φ))`` — the separable
+    form the grid evaluators use.
+    """
+    colat = _precise(colat_rad)
+    x, s = torch.cos(colat), torch.sin(colat).clamp_min(0.0)
+    ones = torch.full((degree + 1, colat_rad.shape[0]), math.sqrt(2.0), dtype=x.dtype, device=x.device)
+    return _assemble_inplace(x, s, ones, ones, degree, colat_rad.dtype).T
+
+
+def legendre_kernel(cos_gamma: torch.Tensor, degree: int) -> torch.Tensor:
+    """Reproducing kernel ``Σ_{l<=L} (2l+1)/(4π) P_l(cos γ)`` by the Bonnet recurrence.
+
+    Equals ``encode(p)·encode(q)`` for any orthonormal real basis (the addition theorem); its peak
+    (γ = 0) is ``(L+1)^2 / (4π)``. Costs O(L) per point instead of O((L+1)^2).
+    """
+    x = cos_gamma.clamp(-1.0, 1.0)
+    p_prev, p = torch.ones_like(x), x
+    total = torch.ones_like(x) / (4 * math.pi)
+    if degree >= 1:
+        total = total + 3 * x / (4 * math.pi)
+    for l in range(2, degree + 1):
+        p_prev, p = p, ((2 * l - 1) * x * p - (l - 1) * p_prev) / l
+        total = total + (2 * l + 1) * p / (4 * math.pi)
+    return total

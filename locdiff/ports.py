@@ -1,0 +1,170 @@
+"""Ports: the small protocols through which the core talks to the outside world.
+
+The core (``locdiff``) depends only on these; ``adapters/``, ``storage/`` and ``gui/`` implement
+or drive them, and ``locdiff.container`` wires concrete classes in. Records that cross a port are
+frozen attrs values defined here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+import torch
+
+
+# --------------------------------------------------------------------------- records
+@attrs.frozen
+class ItemFailure:
+    """An input that could not be used, and why (shown to the user, never raised mid-batch)."""
+
+    item: str
+    reason: str
+
+
+@attrs.frozen
+class Embedded:
+    """Result of embedding a batch: rows for the items that worked, failures for the rest.
+
+    ``index`` holds the positions (into the requested sequence) of the rows of ``vectors``.
+    """
+
+    vectors: torch.Tensor  # [n_ok, dim] float32 on CPU
+    index: tuple[int, ...]
+    failures: tuple[ItemFailure, ...] = ()
+
+
+@attrs.frozen
+class GeoSamples:
+    """A located dataset: stable ids, (lat, lon) in degrees and the item to embed.
+
+    ``kind`` is ``"text"`` (items are strings) or ``"image"`` (items are file paths).
+    ``groups`` optionally names a region per sample (e.g. a country code) for spatial hold-outs.
+    """
+
+    name: str
+    ids: tuple[str, ...]
+    latlon: torch.Tensor  # [N, 2] float64
+    items: tuple[str, ...]
+    kind: str
+    groups: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@attrs.frozen
+class RunRecord:
+    run_id: int
+    experiment: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+    config: Mapping[str, Any]
+    code_version: str
+    metrics: Mapping[str, float]  # latest value of each metric / evaluation figure
+
+
+@attrs.frozen
+class CheckpointRecord:
+    path: str
+    sha256: str
+    degree: int
+    dims: int
+    embedder_id: str
+    step: int
+
+
+# --------------------------------------------------------------------------- ports
+@runtime_checkable
+class Compute(Protocol):
+    """Where tensors live. The core never names a device; it asks this port."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def generator(self, seed: int) -> torch.Generator: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts or images into condition vectors. ``id`` names the model and weights exactly."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed_texts(self, texts: Sequence[str]) -> Embedded: ...
+
+    def embed_images(self, paths: Sequence[Path]) -> Embedded: ...
+
+
+@runtime_checkable
+class DatasetSource(Protocol):
+    """Yields a located dataset (places, a CSV, a photo folder, a benchmark's file layout)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def load(self) -> GeoSamples: ...
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Gallery retrieval (GeoCLIP), restricted to a radius around given candidates."""
+
+    @property
+    def id(self) -> str: ...
+
+    def retrieve(
+        self,
+        images: Sequence[Path],
+        candidates: torch.Tensor,  # [B, K, 2] (lat, lon) degrees
+        radius_km: float,
+        top_k: int = 5,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # ([B, top_k, 2] latlon, [B, top_k] probabilities)
+        ...
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Model weights + JSON config on disk (safetensors; never pickle); writes are atomic."""
+
+    def save(self, directory: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path: ...
+
+    def load(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]: ...
+
+    def latest(self, directory: Path) -> Path | None: ...
+
+
+@runtime_checkable
+class ExperimentStore(Protocol):
+    """Runs, their configs, metrics, checkpoints, evaluations and predictions."""
+
+    def start_run(self, experiment: str, config: Mapping[str, Any], code_version: str) -> int: ...
+
+    def log_metrics(self, run_id: int, step: int, metrics: Mapping[str, float]) -> None: ...
+
+    def add_checkpoint(self, run_id: int, record: CheckpointRecord) -> None: ...
+
+    def add_evaluation(self, run_id: int, dataset: str, metrics: Mapping[str, float]) -> None: ...
+
+    def add_predictions(self, run_id: int | None, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def finish_run(self, run_id: int, status: str) -> None: ...
+
+    def list_runs(self) -> list[RunRecord]: ...
+
+    def get_run(self, run_id: int) -> RunRecord: ...
+
+    def checkpoints(self, run_id: int) -> list[CheckpointRecord]: ...
+
+    def predictions(self, limit: int = 100) -> list[dict[str, Any]]: ...

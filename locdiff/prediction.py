@@ -1,0 +1,68 @@
+"""Values a prediction produces: a density grid, its modes, the samples and the point estimate."""
+
+from __future__ import annotations
+
+import attrs
+import torch
+
+
+@attrs.frozen
+class DensityGrid:
+    """A normalised density of ``q_e`` (paper eq. 11) on an equiangular lat/lon grid.
+
+    ``lat`` [n_lat] and ``lon`` [n_lon] are cell centres in degrees (lat descending from north,
+    lon ascending from -180). ``density`` [n_lat, n_lon] is per steradian; ``mass`` [n_lat, n_lon]
+    is the probability of each cell and sums to 1.
+    """
+
+    lat: torch.Tensor
+    lon: torch.Tensor
+    density: torch.Tensor
+    mass: torch.Tensor
+
+
+@attrs.frozen
+class Mode:
+    """A local maximum of ``q_e`` with the probability mass within ``radius_km`` of it."""
+
+    lat: float
+    lon: float
+    mass: float
+    radius_km: float
+    logit: float
+
+
+@attrs.frozen
+class Prediction:
+    """What LocDiffusion says about one input.
+
+    ``samples`` [K, 2] are the decoded diffusion samples (lat, lon); ``point`` is the reduced
+    prediction (spherical centre, medoid or mixture mode, see ``reducer``); ``modes`` are the top
+    modes of the samples' mixture density, best first; ``grid`` is that mixture density.
+    ``credible`` maps a level (0.5, 0.9, ...) to the density threshold bounding that credible region.
+    """
+
+    item: str
+    samples: torch.Tensor
+    point: tuple[float, float]
+    reducer: str
+    modes: tuple[Mode, ...]
+    grid: DensityGrid | None
+    credible: dict[float, float] = attrs.field(factory=dict)
+    refined: tuple[float, float] | None = None  # hybrid (GeoCLIP) refinement, if requested
+
+
+@attrs.frozen
+class PredictSettings:
+    """How to sample and decode a prediction (paper: K=16 samples, DDPM with 100 steps)."""
+
+    samples: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    sampler: str = attrs.field(default="ddim", validator=attrs.validators.in_(("ddpm", "ddim")))
+    steps: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    reducer: str = attrs.field(default="mode", validator=attrs.validators.in_(("centre", "medoid", "mode")))
+    grid_lat: int = attrs.field(default=180, validator=attrs.validators.ge(4))
+    grid_lon: int = attrs.field(default=360, validator=attrs.validators.ge(8))
+    top_modes: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    hybrid: bool = False
+    hybrid_radius_km: float = 200.0
+    seed: int | None = None
