@@ -1,0 +1,418 @@
+"""``SqlExperimentStore``: the :class:`locdiff.ports.ExperimentStore` port on SQLAlchemy 2.0.
+
+SQLite by default (WAL journal, foreign keys on, ``BEGIN IMMEDIATE`` transactions); any SQLAlchemy URL
+works. Every public method is one transaction: it writes everything or nothing. Bad input raises
+``ValueError`` naming the field; unknown run ids raise ``KeyError``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from locdiff.ports import CheckpointRecord, RunRecord
+from storage.schema import (
+    RUN_STATUSES,
+    SCHEMA_VERSION,
+    TABLE_NAMES,
+    Base,
+    Checkpoint,
+    Evaluation,
+    Experiment,
+    Metric,
+    Prediction,
+    Run,
+    SchemaInfo,
+    utc_now,
+)
+
+_FINAL_STATUSES = tuple(s for s in RUN_STATUSES if s != "running")
+_PREDICTION_FIELDS = ("item", "lat", "lon", "probability", "payload")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class SchemaVersionError(ValueError):
+    """The database was written by another schema version than this code understands."""
+
+    def __init__(self, where: str, found: int | None, expected: int = SCHEMA_VERSION) -> None:
+        self.where, self.found, self.expected = where, found, expected
+        found_text = "no schema version" if found is None else f"schema version {found}"
+        super().__init__(
+            f"experiment database {where} has {found_text}, expected version {expected}; "
+            "use a new database file or migrate this one"
+        )
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The SQLAlchemy URL of the SQLite file at ``path`` (made absolute)."""
+    return "sqlite:///" + str(Path(path).expanduser().resolve())
+
+
+# --------------------------------------------------------------------------- input checks
+def _plain_json(value: Any, where: str) -> Any:
+    """A JSON-safe copy of ``value`` (tuples become lists); anything else raises naming ``where``."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} cannot be stored as JSON (expected a finite number)")
+        return float(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: keys must be strings, got {key!r}")
+            out[key] = _plain_json(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise ValueError(f"{where}: expected str, int, float, bool, None, list or dict, got {type(value).__name__}")
+
+
+def _number(value: Any, where: str) -> float:
+    """``value`` as a float (numbers, numpy scalars, one-element tensors); NaN and inf are kept."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{where}: expected a number, got {type(value).__name__}") from exc
+
+
+def _stored(value: float) -> float | None:
+    """SQLite cannot hold NaN: it is stored as NULL and read back as NaN."""
+    return None if math.isnan(value) else value
+
+
+def _loaded(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _integer(value: Any, where: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where}: expected an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{where}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _figures(metrics: Any, where: str) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"{where}: expected a mapping of name -> number, got {type(metrics).__name__}")
+    return {_text(name, f"{where} name"): _number(v, f"{where}[{name!r}]") for name, v in metrics.items()}
+
+
+def _prediction(row: Any, run_id: int | None, index: int) -> Prediction:
+    where = f"predictions row {index}"
+    if not isinstance(row, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(row).__name__}")
+    missing = [k for k in ("item", "lat", "lon") if k not in row]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+    item = os.fspath(row["item"]) if isinstance(row["item"], os.PathLike) else row["item"]
+    item = _text(item, f"{where} field 'item'")
+    lat = _number(row["lat"], f"{where} field 'lat'")
+    lon = _number(row["lon"], f"{where} field 'lon'")
+    if not -90.0 <= lat <= 90.0:
+        raise ValueError(f"{where} field 'lat': expected degrees in [-90, 90], got {lat}")
+    if not -180.0 <= lon <= 180.0:
+        raise ValueError(f"{where} field 'lon': expected degrees in [-180, 180], got {lon}")
+    probability = row.get("probability")
+    if probability is not None:
+        probability = _number(probability, f"{where} field 'probability'")
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"{where} field 'probability': expected a value in [0, 1] or None, got {probability}")
+    payload = row.get("payload") or {}
+    if not isinstance(payload, Mapping):
+        raise ValueError(f"{where} field 'payload': expected a mapping, got {type(payload).__name__}")
+    extra = {k: v for k, v in row.items() if k not in _PREDICTION_FIELDS}
+    clash = sorted(set(extra) & set(payload))
+    if clash:
+        raise ValueError(f"{where}: key(s) {clash} given both as fields and inside 'payload'")
+    payload = _plain_json({**payload, **extra}, f"{where} payload")
+    return Prediction(run_id=run_id, item=item, lat=lat, lon=lon, probability=probability, payload=payload)
+
+
+# --------------------------------------------------------------------------- engine
+def _is_memory_sqlite(database: str | None) -> bool:
+    return not database or database == ":memory:" or database.startswith("file::memory:")
+
+
+def _make_engine(url: str) -> tuple[Engine, str]:
+    """An engine for ``url`` and a human-readable name of the database (file path or URL)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"experiment store: cannot parse database URL {url!r}: {exc}") from exc
+    where = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed), where
+    if _is_memory_sqlite(parsed.database):
+        engine = create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        path = Path(parsed.database or "")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        where = str(path)
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy emit BEGIN itself (see "begin")
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+
+    return engine, where
+
+
+# --------------------------------------------------------------------------- store
+class SqlExperimentStore:
+    """Runs, metrics, checkpoints, evaluations and predictions in one SQL database."""
+
+    sqlite_url = staticmethod(sqlite_url)
+
+    def __init__(self, url: str) -> None:
+        self._engine, self.where = _make_engine(url)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        try:
+            self._prepare_schema()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # ..................................................................... lifecycle
+    def _prepare_schema(self) -> None:
+        with self._engine.begin() as conn:
+            present = set(inspect(conn).get_table_names())
+            if "schema_info" in present:
+                versions = list(conn.execute(select(SchemaInfo.version)).scalars())
+                if len(versions) != 1:
+                    raise SchemaVersionError(self.where, None if not versions else versions[-1])
+                if versions[0] != SCHEMA_VERSION:
+                    raise SchemaVersionError(self.where, versions[0])
+            elif present & set(TABLE_NAMES):
+                raise SchemaVersionError(self.where, None)
+            Base.metadata.create_all(conn)
+            if "schema_info" not in present:
+                conn.execute(SchemaInfo.__table__.insert().values(id=1, version=SCHEMA_VERSION))
+
+    def close(self) -> None:
+        """Release every pooled connection (the store must not be used afterwards)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlExperimentStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqlExperimentStore({self.where!r})"
+
+    # ..................................................................... helpers
+    def _run(self, session: Session, run_id: Any) -> Run:
+        run_id = _integer(run_id, "run_id")
+        run = session.get(Run, run_id)
+        if run is None:
+            raise KeyError(f"no run with id {run_id} in experiment database {self.where}")
+        return run
+
+    def _records(self, session: Session, runs: Sequence[tuple[Run, str]]) -> list[RunRecord]:
+        ids = [run.id for run, _ in runs]
+        figures: dict[int, dict[str, float]] = {i: {} for i in ids}
+        rank = func.row_number().over(
+            partition_by=(Metric.run_id, Metric.name), order_by=(Metric.step.desc(), Metric.id.desc())
+        )
+        latest = select(Metric.run_id, Metric.name, Metric.value, rank.label("rank"))
+        latest = latest.where(Metric.run_id.in_(ids)).subquery()
+        for run_id, name, value in session.execute(
+            select(latest.c.run_id, latest.c.name, latest.c.value).where(latest.c.rank == 1)
+        ):
+            figures[run_id][name] = _loaded(value)
+        rank = func.row_number().over(
+            partition_by=(Evaluation.run_id, Evaluation.dataset, Evaluation.name), order_by=Evaluation.id.desc()
+        )
+        latest = select(Evaluation.run_id, Evaluation.dataset, Evaluation.name, Evaluation.value, rank.label("rank"))
+        latest = latest.where(Evaluation.run_id.in_(ids)).subquery()
+        for run_id, dataset, name, value in session.execute(
+            select(latest.c.run_id, latest.c.dataset, latest.c.name, latest.c.value).where(latest.c.rank == 1)
+        ):
+            figures[run_id][f"{dataset}/{name}"] = _loaded(value)
+        return [
+            RunRecord(
+                run_id=run.id,
+                experiment=experiment,
+                status=run.status,
+                created_at=run.created_at,
+                finished_at=run.finished_at,
+                config=dict(run.config),
+                code_version=run.code_version,
+                metrics=figures[run.id],
+            )
+            for run, experiment in runs
+        ]
+
+    # ..................................................................... writes
+    def start_run(self, experiment: str, config: Mapping[str, Any], code_version: str) -> int:
+        """Record a new ``running`` run of ``experiment`` (created if new); returns its id."""
+        experiment = _text(experiment, "experiment")
+        if not isinstance(config, Mapping):
+            raise ValueError(f"config: expected a mapping, got {type(config).__name__}")
+        plain = _plain_json(config, "config")
+        if not isinstance(code_version, str):
+            raise ValueError(f"code_version: expected a string, got {code_version!r}")
+        with self._sessions.begin() as session:
+            found = session.scalar(select(Experiment).where(Experiment.name == experiment))
+            if found is None:
+                found = Experiment(name=experiment, created_at=utc_now())
+                session.add(found)
+                session.flush()
+            run = Run(
+                experiment_id=found.id, status="running", config=plain, code_version=code_version, created_at=utc_now()
+            )
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def log_metrics(self, run_id: int, step: int, metrics: Mapping[str, float]) -> None:
+        """Append training figures at ``step`` (NaN is kept, stored as NULL)."""
+        step = _integer(step, "step", minimum=0)
+        figures = _figures(metrics, "metrics")
+        with self._sessions.begin() as session:
+            run = self._run(session, run_id)
+            session.add_all(Metric(run_id=run.id, step=step, name=n, value=_stored(v)) for n, v in figures.items())
+
+    def add_checkpoint(self, run_id: int, record: CheckpointRecord) -> None:
+        """Record a checkpoint; a record with the same path for this run is replaced."""
+        if not isinstance(record, CheckpointRecord):
+            raise ValueError(f"record: expected a CheckpointRecord, got {type(record).__name__}")
+        path = _text(record.path, "checkpoint path")
+        if not isinstance(record.sha256, str) or not _SHA256.fullmatch(record.sha256):
+            raise ValueError(f"checkpoint sha256: expected 64 lowercase hex digits, got {record.sha256!r}")
+        fields = dict(
+            path=path,
+            sha256=record.sha256,
+            degree=_integer(record.degree, "checkpoint degree", minimum=0),
+            dims=_integer(record.dims, "checkpoint dims", minimum=1),
+            embedder_id=_text(record.embedder_id, "checkpoint embedder_id"),
+            step=_integer(record.step, "checkpoint step", minimum=0),
+            created_at=utc_now(),
+        )
+        with self._sessions.begin() as session:
+            run = self._run(session, run_id)
+            row = session.scalar(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.path == path))
+            if row is None:
+                session.add(Checkpoint(run_id=run.id, **fields))
+            else:
+                for key, value in fields.items():
+                    setattr(row, key, value)
+
+    def add_evaluation(self, run_id: int, dataset: str, metrics: Mapping[str, float]) -> None:
+        """Record evaluation figures of a run on ``dataset`` (shown as ``"<dataset>/<name>"``)."""
+        dataset = _text(dataset, "dataset")
+        figures = _figures(metrics, "evaluation metrics")
+        now = utc_now()
+        with self._sessions.begin() as session:
+            run = self._run(session, run_id)
+            session.add_all(
+                Evaluation(run_id=run.id, dataset=dataset, name=n, value=_stored(v), created_at=now)
+                for n, v in figures.items()
+            )
+
+    def add_predictions(self, run_id: int | None, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Store predictions: each row has ``item``, ``lat``, ``lon``, optional ``probability``
+        and ``payload`` (a JSON dict); any other keys are merged into the payload."""
+        if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
+            raise ValueError(f"rows: expected a sequence of mappings, got {type(rows).__name__}")
+        if run_id is not None:
+            run_id = _integer(run_id, "run_id")
+        prepared = [_prediction(row, run_id, i) for i, row in enumerate(rows)]
+        now = utc_now()
+        with self._sessions.begin() as session:
+            if run_id is not None:
+                self._run(session, run_id)
+            for prediction in prepared:
+                prediction.created_at = now
+            session.add_all(prepared)
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        """Mark a running run ``finished``, ``failed`` or ``interrupted`` and stamp ``finished_at``."""
+        if status not in _FINAL_STATUSES:
+            raise ValueError(f"status: expected one of {', '.join(_FINAL_STATUSES)}, got {status!r}")
+        with self._sessions.begin() as session:
+            run = self._run(session, run_id)
+            if run.status != "running":
+                raise ValueError(f"run {run.id} is already {run.status!r}; only a running run can be finished")
+            run.status = status
+            run.finished_at = utc_now()
+
+    # ..................................................................... reads
+    def list_runs(self) -> list[RunRecord]:
+        """Every run, oldest first, with its latest figures."""
+        with self._sessions.begin() as session:
+            rows = session.execute(select(Run, Experiment.name).join(Experiment).order_by(Run.id)).all()
+            return self._records(session, [(run, name) for run, name in rows])
+
+    def get_run(self, run_id: int) -> RunRecord:
+        with self._sessions.begin() as session:
+            run = self._run(session, run_id)
+            name = session.scalar(select(Experiment.name).where(Experiment.id == run.experiment_id))
+            return self._records(session, [(run, str(name))])[0]
+
+    def checkpoints(self, run_id: int) -> list[CheckpointRecord]:
+        """The run's checkpoints by step (then insertion order)."""
+        with self._sessions.begin() as session:
+            run = self._run(session, run_id)
+            rows = session.scalars(
+                select(Checkpoint).where(Checkpoint.run_id == run.id).order_by(Checkpoint.step, Checkpoint.id)
+            )
+            return [
+                CheckpointRecord(
+                    path=r.path, sha256=r.sha256, degree=r.degree, dims=r.dims, embedder_id=r.embedder_id, step=r.step
+                )
+                for r in rows
+            ]
+
+    def predictions(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` predictions, newest first, as plain dicts."""
+        limit = _integer(limit, "limit", minimum=1)
+        with self._sessions.begin() as session:
+            rows = session.scalars(select(Prediction).order_by(Prediction.id.desc()).limit(limit))
+            return [
+                {
+                    "id": r.id,
+                    "run_id": r.run_id,
+                    "created_at": r.created_at,
+                    "item": r.item,
+                    "lat": r.lat,
+                    "lon": r.lon,
+                    "probability": r.probability,
+                    "payload": dict(r.payload),
+                }
+                for r in rows
+            ]
