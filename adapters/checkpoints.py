@@ -275,6 +275,11 @@ class SafetensorsCheckpointStore:
                 found.append((int(match.group(1)), entry))
         return [entry for _, entry in sorted(found)]
 
+    def sha256(self, path: Path) -> str:
+        """SHA-256 of a saved checkpoint's weights (a step folder or the weights file)."""
+        path = Path(path)
+        return file_sha256(path / WEIGHTS_NAME if path.is_dir() else path)
+
     def latest(self, directory: Path) -> Path | None:
         """The complete step folder with the highest step, or None."""
         steps = self.steps(directory)

@@ -144,6 +144,8 @@ class CheckpointStore(Protocol):
 
     def latest(self, directory: Path) -> Path | None: ...
 
+    def sha256(self, path: Path) -> str: ...
+
 
 @runtime_checkable
 class ExperimentStore(Protocol):

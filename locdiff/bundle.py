@@ -1,0 +1,92 @@
+"""A trained LocDiffusion model: the CS-UNet, its diffusion process and what it was trained for.
+
+Checkpoint contents are plain tensors plus a JSON-able ``meta`` (saved by a ``CheckpointStore``
+adapter as safetensors + JSON, never pickle). Loading checks the format, the SHDD degree and the
+embedder, so a checkpoint can never be silently used with the wrong inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+
+from locdiff.config import RunConfig
+from locdiff.diffusion import Diffusion, Schedule
+from locdiff.network import CSUNet
+
+KIND = "locdiff-csunet"
+FORMAT = 1
+
+
+@attrs.define
+class ModelBundle:
+    config: RunConfig
+    net: CSUNet
+    diffusion: Diffusion
+    embedder_id: str
+    cond_dim: int
+
+    @property
+    def degree(self) -> int:
+        return self.config.model.degree
+
+    @property
+    def dim(self) -> int:
+        return (self.degree + 1) ** 2
+
+    @classmethod
+    def create(cls, config: RunConfig, cond_dim: int, embedder_id: str, device: torch.device) -> "ModelBundle":
+        m = config.model
+        net = CSUNet((m.degree + 1) ** 2, cond_dim, m.widths, m.time_dim, m.dropout, m.siren_w0).to(device)
+        diffusion = Diffusion(Schedule.make(config.diffusion.schedule, config.diffusion.steps))
+        return cls(config=config, net=net, diffusion=diffusion, embedder_id=embedder_id, cond_dim=cond_dim)
+
+    def meta(self, step: int) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "format": FORMAT,
+            "step": int(step),
+            "degree": self.degree,
+            "dims": self.dim,
+            "cond_dim": self.cond_dim,
+            "embedder_id": self.embedder_id,
+            "config": self.config.to_dict(),
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v.detach() for k, v in self.net.state_dict().items()}
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        tensors: Mapping[str, torch.Tensor],
+        meta: Mapping[str, Any],
+        device: torch.device,
+        *,
+        where: str = "checkpoint",
+        expect_degree: int | None = None,
+        expect_embedder: str | None = None,
+    ) -> "ModelBundle":
+        """Rebuild from stored tensors/meta; ``ValueError`` naming the file and field on any mismatch."""
+        if meta.get("kind") != KIND:
+            raise ValueError(f"{where}: not a LocDiff model checkpoint (kind={meta.get('kind')!r}, expected {KIND!r})")
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{where}: checkpoint format {meta.get('format')!r} is not supported (expected {FORMAT})")
+        config = RunConfig.from_dict(meta["config"], where=f"{where} (meta.config)")
+        if expect_degree is not None and meta["degree"] != expect_degree:
+            raise ValueError(f"{where}: trained for SHDD degree L={meta['degree']}, but L={expect_degree} was requested")
+        if expect_embedder is not None and meta["embedder_id"] != expect_embedder:
+            raise ValueError(
+                f"{where}: trained on embeddings from {meta['embedder_id']!r}, but the embedder in use is {expect_embedder!r}"
+            )
+        bundle = cls.create(config, int(meta["cond_dim"]), str(meta["embedder_id"]), device)
+        state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            bundle.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"{where}: weights do not fit the model described by its config: {exc}") from None
+        bundle.net.eval()
+        return bundle

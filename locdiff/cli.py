@@ -1,0 +1,387 @@
+"""``python -m locdiff.cli`` — train, eval, predict, embed, runs, dataset, gui.
+
+An entry point of the hexagon: it parses flags, builds the container, calls use cases and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from locdiff.config import RunConfig, apply_overrides
+from locdiff.metrics import format_table, random_guess_accuracy
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+
+
+# --------------------------------------------------------------------------- helpers
+def _progress(**kwargs):
+    from tqdm import tqdm
+
+    return tqdm(mininterval=1.0, dynamic_ncols=True, file=sys.stderr, **kwargs)
+
+
+def _code_version() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
+        if sha.returncode == 0:
+            return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from locdiff import __version__
+
+    return __version__
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _config_from_args(args) -> RunConfig:
+    overrides = {
+        "model.degree": args.degree,
+        "train.steps": args.steps,
+        "train.batch_size": args.batch_size,
+        "train.seed": args.seed,
+        "diffusion.loss": args.loss,
+        "data.places_limit": args.places,
+        "data.all_places": True if args.all_places else None,
+        "data.source": args.data,
+        "data.embedder": args.embedder,
+        "data.clip_pretrained": args.clip_pretrained,
+        "data.holdout_groups": args.holdout_groups.split(",") if args.holdout_groups else None,
+        "eval.max_items": args.eval_items,
+        "device": args.device,
+        "workdir": args.workdir,
+        "store_url": args.store,
+    }
+    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    return RunConfig.load(path, overrides)
+
+
+def _print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
+    print(f"\n{title}")
+    print(format_table(rows))
+
+
+# --------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from locdiff.bundle import ModelBundle
+    from locdiff.container import build_container, load_model
+    from locdiff.services.data import prepare
+    from locdiff.services.evaluation import evaluate
+    from locdiff.services.training import train
+
+    resume = None
+    if args.resume:
+        run_dir = Path(args.resume)
+        bundle_loaded, ckpt = load_model(run_dir)
+        config = bundle_loaded.config
+        if args.steps:
+            config = RunConfig.from_dict(apply_overrides(config.to_dict(), {"train.steps": args.steps}))
+    else:
+        config = _config_from_args(args)
+    container = build_container(config)
+    compute, store, checkpoints = container.compute(), container.store(), container.checkpoints()
+    embedder, source = container.embedder(), container.dataset()
+    print(f"LocDiff train: L={config.model.degree}, data={config.data.source}, embedder={config.data.embedder}, device={compute.describe()}")
+    t0 = time.perf_counter()
+    data = prepare(source, embedder, config.data)
+    if data.failures:
+        print(f"skipped {len(data.failures)} item(s) that could not be embedded, e.g. {data.failures[0].item}: {data.failures[0].reason}")
+    sizes = {k: int(v.numel()) for k, v in data.splits.items()}
+    print(f"data: {data.name}, {len(data.ids)} samples {sizes}, embedder {data.embedder_id} ({time.perf_counter() - t0:.0f} s)")
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        meta_run = json.loads((run_dir / "run.json").read_text())
+        run_id = int(meta_run["run_id"])
+        tensors, meta = checkpoints.load(ckpt)
+        bundle = ModelBundle.from_checkpoint(tensors, meta, compute.device, where=str(ckpt), expect_embedder=data.embedder_id)
+        resume = (tensors, meta)
+        print(f"resuming run {run_id} from {ckpt} (step {meta['step']})")
+    else:
+        run_id = store.start_run(config.name, config.to_dict(), _code_version())
+        run_dir = Path(config.workdir) / f"run-{run_id:04d}"
+        _write_json_atomic(run_dir / "config.json", config.to_dict())
+        _write_json_atomic(run_dir / "run.json", {"run_id": run_id, "store": config.store_url})
+        bundle = ModelBundle.create(config, data.cond_dim, data.embedder_id, compute.device)
+        print(f"run {run_id}: {run_dir}")
+    torch.manual_seed(config.train.seed)
+    result = train(
+        bundle, data, compute=compute, checkpoints=checkpoints, checkpoint_dir=run_dir / "checkpoints",
+        store=store, run_id=run_id, resume=resume, progress=_progress,
+    )
+    if result.interrupted:
+        store.finish_run(run_id, "interrupted")
+        print(f"\ninterrupted at step {result.step}; checkpoint {result.checkpoint}\nresume with: python -m locdiff.cli train --resume {run_dir}")
+        return 130
+    print(f"trained {result.step} steps in {result.seconds:.0f} s; final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
+    status = "finished"
+    if not args.no_eval:
+        rows = {}
+        for split in ("test", "holdout"):
+            if data.splits.get(split, torch.empty(0)).numel() == 0:
+                continue
+            ev = evaluate(bundle, data, split, config.eval, device=compute.device, store=store, run_id=run_id, progress=_progress)
+            rows[f"LocDiffusion ({split}, {config.eval.reducer})"] = ev.metrics
+        rows["random guess"] = random_guess_accuracy() | {"median_km": float("nan"), "geoscore": float("nan")}
+        _print_table(f"Held-out accuracy (%), run {run_id}, {config.eval.samples} samples, {config.eval.sampler} {config.eval.sampler_steps} steps:", rows)
+    store.finish_run(run_id, status)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+# --------------------------------------------------------------------------- eval
+def cmd_eval(args) -> int:
+    from locdiff.config import EvalConfig
+    from locdiff.container import build_container, load_model
+    from locdiff.services.data import prepare
+    from locdiff.services.evaluation import evaluate
+
+    bundle, ckpt = load_model(Path(args.run))
+    config = bundle.config
+    if args.data:
+        config = RunConfig.from_dict(apply_overrides(config.to_dict(), {"data.source": args.data}))
+    container = build_container(config)
+    compute, store = container.compute(), container.store()
+    bundle.net.to(compute.device)
+    data = prepare(container.dataset(), container.embedder(), config.data)
+    if data.embedder_id != bundle.embedder_id:
+        raise ValueError(f"{ckpt}: trained on {bundle.embedder_id!r} embeddings, data embedded with {data.embedder_id!r}")
+    run_id = _run_id_of(Path(args.run))
+    rows = {}
+    for sampler, steps in _sampler_list(args):
+        settings = EvalConfig(samples=args.samples, sampler=sampler, sampler_steps=steps, reducer=args.reducer, max_items=args.max_items)
+        ev = evaluate(bundle, data, args.split, settings, device=compute.device, seed=args.seed, store=store, run_id=run_id, progress=_progress)
+        if args.all_reducers:
+            rows.update({f"{sampler}-{steps} {r}": m for r, m in ev.by_reducer.items()})
+        else:
+            rows[f"LocDiffusion {sampler}-{steps} ({args.reducer})"] = ev.metrics
+    rows["random guess"] = random_guess_accuracy() | {"median_km": float("nan"), "geoscore": float("nan")}
+    _print_table(f"{data.name} / {args.split} ({int(data.splits[args.split].numel() if args.max_items is None else min(args.max_items, data.splits[args.split].numel()))} items), {args.samples} samples:", rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _sampler_list(args) -> list[tuple[str, int]]:
+    out = []
+    for spec in args.sampler.split(","):
+        name, _, steps = spec.partition(":")
+        out.append((name, int(steps) if steps else (100 if name == "ddpm" else 20)))
+    return out
+
+
+def _run_id_of(path: Path) -> int | None:
+    for p in (path, *path.parents):
+        if (p / "run.json").exists():
+            return int(json.loads((p / "run.json").read_text())["run_id"])
+    return None
+
+
+# --------------------------------------------------------------------------- predict
+def cmd_predict(args) -> int:
+    from locdiff.container import build_prediction_service
+    from locdiff.prediction import PredictSettings
+    from locdiff.ports import ItemFailure
+
+    service = build_prediction_service(Path(args.run), device=args.device, hybrid=args.hybrid, workdir=args.workdir)
+    settings = PredictSettings(samples=args.samples, sampler=args.sampler, steps=args.sampler_steps, reducer=args.reducer,
+                               top_modes=args.top, hybrid=args.hybrid, seed=args.seed, grid_lat=90, grid_lon=180)
+    results = [service.predict_text(t, settings) for t in args.text] if args.text else []
+    if args.images:
+        results += service.predict_images([Path(p) for p in args.images], settings)
+    if not results:
+        raise ValueError("nothing to predict: give image paths or --text QUERY")
+    payload = []
+    for r in results:
+        if isinstance(r, ItemFailure):
+            payload.append({"item": r.item, "error": r.reason})
+            continue
+        payload.append({
+            "item": r.item,
+            "point": {"lat": r.point[0], "lon": r.point[1], "reducer": r.reducer},
+            "modes": [{"lat": m.lat, "lon": m.lon, "probability": m.mass, "radius_km": m.radius_km} for m in r.modes],
+            "hybrid": None if r.refined is None else {"lat": r.refined[0], "lon": r.refined[1]},
+        })
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    for p in payload:
+        if "error" in p:
+            print(f"{p['item']}: ERROR {p['error']}")
+            continue
+        print(f"{p['item']}: point {p['point']['lat']:.3f}, {p['point']['lon']:.3f}")
+        for i, m in enumerate(p["modes"], 1):
+            print(f"  {i}. {m['lat']:8.3f} {m['lon']:9.3f}  p={m['probability']:.3f} (within {m['radius_km']:.0f} km)")
+    return 0 if all("error" not in p for p in payload) else 1
+
+
+# --------------------------------------------------------------------------- embed / runs / dataset / gui
+def cmd_embed(args) -> int:
+    from locdiff.container import build_container
+    from locdiff.services.data import prepare
+
+    config = _config_from_args(args)
+    container = build_container(config)
+    data = prepare(container.dataset(), container.embedder(), config.data)
+    print(f"{data.name}: {len(data.ids)} embeddings cached ({data.embedder_id}); {len(data.failures)} failed")
+    for f in data.failures[:20]:
+        print(f"  {f.item}: {f.reason}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from locdiff.container import build_container
+
+    store = build_container(_config_from_args(args)).store()
+    runs = store.list_runs()
+    if not runs:
+        print("no runs yet")
+        return 0
+    for r in runs:
+        keys = [k for k in sorted(r.metrics) if k.endswith(("acc@750km", "median_km", "loss_ema"))]
+        shown = ", ".join(f"{k}={r.metrics[k]:.3g}" for k in keys[:6])
+        print(f"run {r.run_id:4d}  {r.status:11s} {r.created_at:%Y-%m-%d %H:%M}  {r.code_version:14s} L={r.config['model']['degree']}  {shown}")
+    return 0
+
+
+def cmd_dataset(args) -> int:
+    from adapters.photos import photos_to_csv
+
+    scan = photos_to_csv(Path(args.directory), Path(args.out))
+    print(f"wrote {scan.rows} photo(s) with GPS to {scan.csv_path}")
+    for file, reason in scan.skipped:
+        print(f"  skipped {file}: {reason}")
+    return 0
+
+
+def cmd_gui(args) -> int:
+    from functools import partial
+
+    from gui.app import run
+    from locdiff.container import build_container, build_prediction_service, gps_reader
+
+    config = _config_from_args(args)
+    store = build_container(config).store()
+    factory = partial(build_prediction_service, device=config.device, workdir=config.workdir)
+    return run(factory, store, gps_reader(), Path(args.run) if args.run else None, inputs=[Path(p) for p in args.images])
+
+
+# --------------------------------------------------------------------------- parser
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (default: locdiff/default.toml)")
+    p.add_argument("--degree", type=int, help="SHDD degree L")
+    p.add_argument("--steps", type=int, help="training steps")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--loss", choices=["kl", "l1", "l2", "cosine"])
+    p.add_argument("--places", type=int, help="number of places (most populous first)")
+    p.add_argument("--all-places", action="store_true", help="every place the package ships")
+    p.add_argument("--data", help="a CSV (lat,lon,image|text) instead of the places")
+    p.add_argument("--embedder", choices=["minilm", "clip"])
+    p.add_argument("--clip-pretrained", help="open_clip pretrained tag (online) or a local checkpoint path")
+    p.add_argument("--holdout-groups", help="comma-separated groups (country codes) held out entirely")
+    p.add_argument("--eval-items", type=int, help="evaluate on at most this many items")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:1 | mps")
+    p.add_argument("--workdir", help="where runs, the SQLite store and caches live (default: runs)")
+    p.add_argument("--store", help="SQLAlchemy URL of the experiment store")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m locdiff.cli", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train (and evaluate) LocDiffusion; defaults to the embedded places")
+    _common(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--no-eval", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run or checkpoint; stores results")
+    p.add_argument("run", help="run folder or checkpoint folder")
+    p.add_argument("--split", default="test", choices=["test", "val", "holdout", "train"])
+    p.add_argument("--data", help="evaluate on another CSV embedded with the model's embedder")
+    p.add_argument("--sampler", default="ddim:20", help="comma-separated samplers, e.g. ddpm:100,ddim:20")
+    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--reducer", default="mode", choices=["centre", "medoid", "mode"])
+    p.add_argument("--all-reducers", action="store_true", help="one row per reducer")
+    p.add_argument("--max-items", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="locations with probabilities for images or --text queries")
+    p.add_argument("run", help="run folder or checkpoint folder")
+    p.add_argument("images", nargs="*")
+    p.add_argument("--text", action="append", help="a text / place query (repeatable)")
+    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
+    p.add_argument("--sampler-steps", type=int, default=20)
+    p.add_argument("--reducer", default="mode", choices=["centre", "medoid", "mode"])
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--hybrid", action="store_true", help="refine with GeoCLIP retrieval within 200 km of the samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workdir", default="runs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("embed", help="precompute and cache the embeddings of a dataset")
+    _common(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("runs", help="list stored runs and their latest metrics")
+    _common(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("dataset", help="dataset tools")
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    q = dsub.add_parser("from-photos", help="write image,lat,lon CSV from the EXIF GPS of a photo folder")
+    q.add_argument("directory")
+    q.add_argument("--out", default=None, help="CSV path (default: DIRECTORY/locations.csv)")
+    q.set_defaults(func=cmd_dataset)
+
+    p = sub.add_parser("gui", help="open the desktop app")
+    _common(p)
+    p.add_argument("--run", help="run or checkpoint folder to load at start")
+    p.add_argument("images", nargs="*")
+    p.set_defaults(func=cmd_gui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "dataset" and args.out is None:
+        args.out = str(Path(args.directory) / "locations.csv")
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

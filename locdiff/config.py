@@ -1,0 +1,161 @@
+"""Typed, validated run configuration (attrs), loadable from TOML plus overrides, saved with every run.
+
+Defaults follow the paper's Table 3 where they apply (d_T = 200, dropout 0.3, Adam lr 1e-4,
+betas (0.9, 0.99), weight decay 5e-4, batch 512, 2048 fresh random anchors per batch).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from attrs import validators as v
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from locdiff.diffusion import LOSSES, SCHEDULES
+
+
+def _positive_tuple(instance, attribute, value):
+    if not value or any((not isinstance(x, int)) or x < 1 for x in value):
+        raise ValueError(f"{attribute.name} must be a non-empty list of positive integers, got {value!r}")
+
+
+def _tuple_of_ints(value):
+    return tuple(int(x) for x in value) if isinstance(value, (list, tuple)) else value
+
+
+@attrs.frozen
+class ModelConfig:
+    degree: int = attrs.field(default=23, validator=[v.instance_of(int), v.ge(1), v.le(255)])
+    widths: tuple[int, ...] = attrs.field(default=(512, 256, 128), converter=_tuple_of_ints, validator=_positive_tuple)
+    time_dim: int = attrs.field(default=200, validator=[v.instance_of(int), v.ge(2)])
+    dropout: float = attrs.field(default=0.3, converter=float, validator=[v.ge(0.0), v.lt(1.0)])
+    siren_w0: float = attrs.field(default=1.0, converter=float, validator=v.gt(0.0))
+
+
+@attrs.frozen
+class DiffusionConfig:
+    steps: int = attrs.field(default=100, validator=[v.instance_of(int), v.ge(2)])
+    schedule: str = attrs.field(default="cosine", validator=v.in_(SCHEDULES))
+    loss: str = attrs.field(default="kl", validator=v.in_(LOSSES))
+    anchors_per_batch: int = attrs.field(default=2048, validator=[v.instance_of(int), v.ge(16)])
+
+
+@attrs.frozen
+class TrainConfig:
+    batch_size: int = attrs.field(default=512, validator=[v.instance_of(int), v.ge(1)])
+    steps: int = attrs.field(default=3000, validator=[v.instance_of(int), v.ge(1)])
+    lr: float = attrs.field(default=1e-4, converter=float, validator=v.gt(0.0))
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.99), converter=lambda b: tuple(float(x) for x in b))
+    weight_decay: float = attrs.field(default=5e-4, converter=float, validator=v.ge(0.0))
+    seed: int = attrs.field(default=0, validator=v.instance_of(int))
+    checkpoint_every: int = attrs.field(default=500, validator=[v.instance_of(int), v.ge(1)])
+    log_every: int = attrs.field(default=50, validator=[v.instance_of(int), v.ge(1)])
+    keep_checkpoints: int = attrs.field(default=3, validator=[v.instance_of(int), v.ge(1)])
+
+    @betas.validator
+    def _betas(self, attribute, value):
+        if len(value) != 2 or not all(0 <= b < 1 for b in value):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
+
+
+@attrs.frozen
+class DataConfig:
+    source: str = attrs.field(default="places", validator=v.instance_of(str))  # "places" or a CSV path
+    places_limit: int = attrs.field(default=16_000, validator=[v.instance_of(int), v.ge(10)])
+    all_places: bool = False
+    template: str = "{name}, {admin1}, {country}"
+    val_fraction: float = attrs.field(default=0.05, converter=float, validator=[v.ge(0.0), v.lt(0.5)])
+    test_fraction: float = attrs.field(default=0.1, converter=float, validator=[v.gt(0.0), v.lt(0.5)])
+    holdout_groups: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    holdout_lat_band: tuple[float, float] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
+    embedder: str = attrs.field(default="minilm", validator=v.in_(("minilm", "clip")))
+    clip_model: str = "ViT-L-14"
+    clip_pretrained: str = "openai"
+
+
+@attrs.frozen
+class EvalConfig:
+    samples: int = attrs.field(default=16, validator=[v.instance_of(int), v.ge(1)])
+    sampler: str = attrs.field(default="ddim", validator=v.in_(("ddpm", "ddim")))
+    sampler_steps: int = attrs.field(default=20, validator=[v.instance_of(int), v.ge(1)])
+    reducer: str = attrs.field(default="mode", validator=v.in_(("centre", "medoid", "mode")))
+    max_items: int | None = None
+
+
+@attrs.frozen
+class RunConfig:
+    name: str = "locdiff"
+    model: ModelConfig = attrs.field(factory=ModelConfig)
+    diffusion: DiffusionConfig = attrs.field(factory=DiffusionConfig)
+    train: TrainConfig = attrs.field(factory=TrainConfig)
+    data: DataConfig = attrs.field(factory=DataConfig)
+    eval: EvalConfig = attrs.field(factory=EvalConfig)
+    device: str = "auto"
+    workdir: str = "runs"
+    store_url: str | None = None  # default: sqlite file under workdir
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self, value_serializer=lambda inst, field, value: list(value) if isinstance(value, tuple) else value)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "config") -> "RunConfig":
+        """Build and validate from nested mappings; errors name the offending ``section.field``."""
+        sections = {f.name: f.type for f in attrs.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in sections:
+                raise ValueError(f"{where}: unknown setting {key!r}; expected one of {sorted(sections)}")
+            sub = _SECTIONS.get(key)
+            if sub is not None:
+                if not isinstance(value, Mapping):
+                    raise ValueError(f"{where}: [{key}] must be a table, got {value!r}")
+                known = {f.name for f in attrs.fields(sub)}
+                for k in value:
+                    if k not in known:
+                        raise ValueError(f"{where}: unknown setting {key}.{k}; expected one of {sorted(known)}")
+                try:
+                    kwargs[key] = sub(**value)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"{where}: invalid [{key}] settings: {exc}") from exc
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: Path | str, overrides: Mapping[str, Any] | None = None) -> "RunConfig":
+        """Read a TOML file, apply ``{"section.field": value}`` overrides, validate."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+        return cls.from_dict(apply_overrides(data, overrides or {}), where=str(path))
+
+
+_SECTIONS = {"model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig, "data": DataConfig, "eval": EvalConfig}
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge dotted overrides (``{"train.steps": 100}``) into a nested config mapping."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        parts = dotted.split(".")
+        if len(parts) == 1:
+            out[parts[0]] = value
+        elif len(parts) == 2:
+            out.setdefault(parts[0], {})[parts[1]] = value
+        else:
+            raise ValueError(f"override {dotted!r} must be 'field' or 'section.field'")
+    return out

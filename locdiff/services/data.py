@@ -1,0 +1,69 @@
+"""Use case: turn a located dataset into condition vectors and splits (embedding via the ``Embedder`` port)."""
+
+from __future__ import annotations
+
+import attrs
+import torch
+
+from locdiff.config import DataConfig
+from locdiff.ports import DatasetSource, Embedder, ItemFailure
+from locdiff.splits import spatial_holdout, split_by_hash
+
+
+@attrs.frozen
+class PreparedData:
+    """Embedded samples and index splits. ``cond`` [N, d_I] float32, ``latlon`` [N, 2] float64.
+
+    ``holdout`` indexes the spatially held-out samples (never trained on); empty without a hold-out.
+    """
+
+    name: str
+    cond: torch.Tensor
+    latlon: torch.Tensor
+    items: tuple[str, ...]
+    ids: tuple[str, ...]
+    splits: dict[str, torch.Tensor]
+    embedder_id: str
+    failures: tuple[ItemFailure, ...] = ()
+
+    @property
+    def cond_dim(self) -> int:
+        return int(self.cond.shape[1])
+
+
+def prepare(source: DatasetSource, embedder: Embedder, config: DataConfig) -> PreparedData:
+    """Load, embed (items that fail are dropped and reported), validate and split a dataset."""
+    samples = source.load()
+    if len(samples) == 0:
+        raise ValueError(f"dataset {samples.name!r} is empty")
+    embed = embedder.embed_texts if samples.kind == "text" else embedder.embed_images
+    result = embed(list(samples.items))
+    keep = torch.tensor(result.index, dtype=torch.long)
+    cond = result.vectors.float()
+    if cond.ndim != 2 or cond.shape[0] != keep.shape[0] or cond.shape[1] != embedder.dim:
+        raise ValueError(f"embedder {embedder.id} returned shape {tuple(cond.shape)}; expected [{keep.shape[0]}, {embedder.dim}]")
+    bad = ~torch.isfinite(cond).all(1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"embedding of {samples.items[int(keep[row])]!r} (row {int(keep[row])}) contains NaN or inf")
+    if keep.numel() == 0:
+        raise ValueError(f"no item of dataset {samples.name!r} could be embedded; first failure: {result.failures[:1]}")
+    ids = tuple(samples.ids[i] for i in keep.tolist())
+    latlon = samples.latlon[keep].double()
+    groups = tuple(samples.groups[i] for i in keep.tolist()) if samples.groups is not None else None
+    splits = split_by_hash(ids, val=config.val_fraction, test=config.test_fraction)
+    held = torch.zeros(len(ids), dtype=torch.bool)
+    if config.holdout_groups or config.holdout_lat_band:
+        held = spatial_holdout(latlon, groups, groups_out=config.holdout_groups, lat_band=config.holdout_lat_band)
+    splits = {k: v[~held[v]] for k, v in splits.items()}
+    splits["holdout"] = held.nonzero()[:, 0]
+    return PreparedData(
+        name=samples.name,
+        cond=cond,
+        latlon=latlon,
+        items=tuple(samples.items[i] for i in keep.tolist()),
+        ids=ids,
+        splits=splits,
+        embedder_id=embedder.id,
+        failures=tuple(result.failures),
+    )

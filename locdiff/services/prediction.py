@@ -1,0 +1,99 @@
+"""Use case: where was this photo (or place name) taken? A distribution, its modes and a point.
+
+K diffusion samples are decoded (continuous decoder), reduced to a point, and their mixture
+density is evaluated on a grid for heatmaps, top modes with their mass, and credible regions.
+Optionally the GeoCLIP retriever refines the point within a radius of the samples (the paper's
+"Ours + GeoCLIP").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from locdiff.bundle import ModelBundle
+from locdiff.decoding import credible_thresholds, decode, default_radius_km, density_grid, find_modes
+from locdiff.ports import Embedder, ItemFailure, Retriever
+from locdiff.prediction import Prediction, PredictSettings
+from locdiff.reduction import reduce_samples
+from locdiff.services.sampling import sample_coefficients
+
+
+class PredictionService:
+    """Predicts from images or text with one trained model (the GUI and ``cli predict`` use it)."""
+
+    def __init__(self, bundle: ModelBundle, embedder: Embedder, device: torch.device, retriever: Retriever | None = None, source: str = ""):
+        if bundle.embedder_id != embedder.id:
+            raise ValueError(
+                f"model {source or ''} was trained on embeddings from {bundle.embedder_id!r}, "
+                f"but the configured embedder is {embedder.id!r}"
+            )
+        self.bundle, self.embedder, self.device, self.retriever, self.source = bundle, embedder, device, retriever, source
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        return {"checkpoint": self.source, "degree": self.bundle.degree, "embedder": self.bundle.embedder_id}
+
+    def predict_images(
+        self,
+        paths: Sequence[Path],
+        settings: PredictSettings,
+        progress: Callable[[int, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> list[Prediction | ItemFailure]:
+        """One result per path, in order; unreadable files become ``ItemFailure``s."""
+        out: list[Prediction | ItemFailure] = []
+        for i, path in enumerate(paths):
+            if cancelled is not None and cancelled():
+                out.extend(ItemFailure(str(p), "cancelled") for p in paths[i:])
+                break
+            emb = self.embedder.embed_images([Path(path)])
+            if not emb.index:
+                reason = emb.failures[0].reason if emb.failures else "could not be embedded"
+                out.append(ItemFailure(str(path), reason))
+            else:
+                out.append(self._predict(emb.vectors, str(path), settings, images=[Path(path)]))
+            if progress is not None:
+                progress(i + 1, len(paths))
+        return out
+
+    def predict_text(self, text: str, settings: PredictSettings) -> Prediction:
+        emb = self.embedder.embed_texts([text])
+        if not emb.index:
+            raise ValueError(f"cannot embed {text!r}: {emb.failures[0].reason if emb.failures else 'unknown reason'}")
+        return self._predict(emb.vectors, text, settings)
+
+    def predict_vectors(self, cond: torch.Tensor, item: str, settings: PredictSettings) -> Prediction:
+        return self._predict(cond, item, settings)
+
+    @torch.no_grad()
+    def _predict(self, cond: torch.Tensor, item: str, settings: PredictSettings, images: list[Path] | None = None) -> Prediction:
+        g = None
+        if settings.seed is not None and self.device.type != "mps":
+            g = torch.Generator(device=self.device).manual_seed(settings.seed)
+        e = sample_coefficients(
+            self.bundle, cond.to(self.device), samples=settings.samples, sampler=settings.sampler, steps=settings.steps, generator=g
+        )[0].float()
+        samples = decode(e).double().cpu()
+        radius = default_radius_km(self.bundle.degree)
+        point = reduce_samples(samples[None], settings.reducer, radius_km=2 * radius)[0]
+        grid = density_grid(e.cpu(), settings.grid_lat, settings.grid_lon)
+        modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius)
+        refined = None
+        if settings.hybrid and self.retriever is not None and images:
+            latlon, _ = self.retriever.retrieve(images, samples[None], settings.hybrid_radius_km, top_k=1)
+            if torch.isfinite(latlon[0, 0]).all():
+                refined = (float(latlon[0, 0, 0]), float(latlon[0, 0, 1]))
+        return Prediction(
+            item=item,
+            samples=samples,
+            point=(float(point[0]), float(point[1])),
+            reducer=settings.reducer,
+            modes=modes,
+            grid=grid,
+            credible=credible_thresholds(grid, (0.5, 0.9, 0.95)),
+            refined=refined,
+        )

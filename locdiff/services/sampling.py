@@ -1,0 +1,60 @@
+"""Draw K diffusion samples per input and decode them to locations (paper §5.1: K = 16)."""
+
+from __future__ import annotations
+
+import torch
+
+from locdiff.bundle import ModelBundle
+from locdiff.decoding import decode, default_radius_km
+from locdiff.reduction import reduce_samples
+from locdiff.services.progress import NullProgress, ProgressFactory
+
+
+@torch.no_grad()
+def sample_coefficients(
+    bundle: ModelBundle,
+    cond: torch.Tensor,
+    *,
+    samples: int,
+    sampler: str,
+    steps: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``[B, d_I]`` conditions → ``[B, K, (L+1)^2]`` SHDD samples."""
+    bundle.net.eval()
+    rep = cond.repeat_interleave(samples, 0)
+    e = bundle.diffusion.sample(bundle.net, rep, dim=bundle.dim, sampler=sampler, steps=steps, generator=generator)
+    return e.reshape(cond.shape[0], samples, bundle.dim)
+
+
+@torch.no_grad()
+def predict_locations(
+    bundle: ModelBundle,
+    cond: torch.Tensor,
+    *,
+    samples: int = 16,
+    sampler: str = "ddim",
+    steps: int = 20,
+    reducer: str = "mode",
+    seed: int = 0,
+    batch: int = 128,
+    device: torch.device | None = None,
+    progress: ProgressFactory | None = None,
+    keep_coefficients: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Point predictions ``[B, 2]``, decoded samples ``[B, K, 2]`` (and the coefficients, if asked)."""
+    device = device or next(bundle.net.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed) if device.type != "mps" else None
+    points, all_samples, coeffs = [], [], []
+    bar = (progress or NullProgress)(total=cond.shape[0], desc=f"sample {sampler}")
+    for start in range(0, cond.shape[0], batch):
+        c = cond[start : start + batch].to(device)
+        e = sample_coefficients(bundle, c, samples=samples, sampler=sampler, steps=steps, generator=g)
+        locs = decode(e.reshape(-1, bundle.dim).float()).reshape(c.shape[0], samples, 2).double()
+        points.append(reduce_samples(locs, reducer, radius_km=2 * default_radius_km(bundle.degree)).cpu())
+        all_samples.append(locs.cpu())
+        if keep_coefficients:
+            coeffs.append(e.cpu())
+        bar.update(c.shape[0])
+    bar.close()
+    return torch.cat(points), torch.cat(all_samples), (torch.cat(coeffs) if keep_coefficients else None)
