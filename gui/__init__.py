@@ -1,0 +1,12 @@
+"""LocDiff desktop app (PySide6 + pyqtgraph): drop a photo, see where on Earth it was taken.
+
+A driving adapter of the hexagon: it calls the prediction use case it is given (``run`` /
+``MainWindow`` take a service factory, an experiment store and an EXIF GPS reader from the
+composition root) and never imports ``adapters`` or ``storage``.
+
+Modules: ``app`` (entry points), ``window`` (the main window), ``globe`` / ``overlay`` (OpenGL globe), ``flatmap``
+(2D map, the fallback without OpenGL), ``panel`` (side panel), ``workers`` / ``jobs`` (background
+work), ``viewdata`` (display values, history payloads, exports), ``regions`` (credible regions,
+contours), ``heat`` (colour map), ``assets`` (Blue Marble, GSHHS boundaries), ``geocode``,
+``demo`` (a fake service for ``--demo``, tests and benchmarks), ``screenshot``, ``qtcompat``.
+"""
