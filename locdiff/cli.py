@@ -84,70 +84,177 @@ def _print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
 
 # --------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
+    import signal
+    import threading
+
+    import attrs
+
+    from adapters.compute import init_distributed
     from locdiff.bundle import ModelBundle
     from locdiff.container import build_container, load_model
     from locdiff.services.data import prepare
     from locdiff.services.evaluation import evaluate
-    from locdiff.services.training import train
+    from locdiff.services.training import check_trainable, train
 
-    resume = None
+    class PeerFailed(Exception):
+        """Another rank failed (and reports it); this one stops quietly."""
+
+    resume, ckpt = None, None
     if args.resume:
         run_dir = Path(args.resume)
-        bundle_loaded, ckpt = load_model(run_dir)
+        if not (run_dir / "run.json").is_file():
+            raise ValueError(f"{run_dir}: not a run folder (no run.json); --resume takes the folder a run was created in")
+        bundle_loaded, ckpt = load_model(run_dir, torch.device("cpu"))
         config = bundle_loaded.config
         if args.steps:
             config = RunConfig.from_dict(apply_overrides(config.to_dict(), {"train.steps": args.steps}))
     else:
         config = _config_from_args(args)
-    container = build_container(config)
-    compute, store, checkpoints = container.compute(), container.store(), container.checkpoints()
-    embedder, source = container.embedder(), container.dataset()
-    print(f"LocDiff train: L={config.model.degree}, data={config.data.source}, embedder={config.data.embedder}, device={compute.describe()}")
-    t0 = time.perf_counter()
-    data = prepare(source, embedder, config.data)
-    if data.failures:
-        print(f"skipped {len(data.failures)} item(s) that could not be embedded, e.g. {data.failures[0].item}: {data.failures[0].reason}")
-    sizes = {k: int(v.numel()) for k, v in data.splits.items()}
-    print(f"data: {data.name}, {len(data.ids)} samples {sizes}, embedder {data.embedder_id} ({time.perf_counter() - t0:.0f} s)")
+    # torchrun: each process drives the GPU of its LOCAL_RANK ("auto" already does)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device_config = attrs.evolve(config, device=f"cuda:{local_rank}") if launched and config.device == "cuda" else config
+    container = build_container(device_config)
+    compute, checkpoints = container.compute(), container.checkpoints()
+    if compute.device.type == "cuda":
+        torch.cuda.set_device(compute.device)
+    rank, world = init_distributed(compute.device) or (0, 1)
+    lead = rank == 0
+    say = print if lead else (lambda *a, **k: None)
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        meta_run = json.loads((run_dir / "run.json").read_text())
-        run_id = int(meta_run["run_id"])
-        tensors, meta = checkpoints.load(ckpt)
-        bundle = ModelBundle.from_checkpoint(tensors, meta, compute.device, where=str(ckpt), expect_embedder=data.embedder_id)
-        resume = (tensors, meta)
-        print(f"resuming run {run_id} from {ckpt} (step {meta['step']})")
-    else:
-        run_id = store.start_run(config.name, config.to_dict(), _code_version())
-        run_dir = Path(config.workdir) / f"run-{run_id:04d}"
-        _write_json_atomic(run_dir / "config.json", config.to_dict())
-        _write_json_atomic(run_dir / "run.json", {"run_id": run_id, "store": config.store_url})
-        bundle = ModelBundle.create(config, data.cond_dim, data.embedder_id, compute.device)
-        print(f"run {run_id}: {run_dir}")
-    torch.manual_seed(config.train.seed)
-    result = train(
-        bundle, data, compute=compute, checkpoints=checkpoints, checkpoint_dir=run_dir / "checkpoints",
-        store=store, run_id=run_id, resume=resume, progress=_progress,
-    )
-    if result.interrupted:
-        store.finish_run(run_id, "interrupted")
-        print(f"\ninterrupted at step {result.step}; checkpoint {result.checkpoint}\nresume with: python -m locdiff.cli train --resume {run_dir}")
-        return 130
-    print(f"trained {result.step} steps in {result.seconds:.0f} s; final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
-    status = "finished"
-    if not args.no_eval:
-        rows = {}
-        for split in ("test", "holdout"):
-            if data.splits.get(split, torch.empty(0)).numel() == 0:
-                continue
-            ev = evaluate(bundle, data, split, config.eval, device=compute.device, store=store, run_id=run_id, progress=_progress)
-            rows[f"LocDiffusion ({split}, {config.eval.reducer})"] = ev.metrics
-        rows["random guess"] = random_guess_accuracy() | {"median_km": float("nan"), "geoscore": float("nan")}
-        _print_table(f"Held-out accuracy (%), run {run_id}, {config.eval.samples} samples, {config.eval.sampler} {config.eval.sampler_steps} steps:", rows)
-    store.finish_run(run_id, status)
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
-    return 0
+    def together(fn, on_this_rank: bool = True):
+        """Run ``fn`` (here, if ``on_this_rank``); if it fails on any rank, every rank stops."""
+        out, err = None, None
+        if on_this_rank:
+            try:
+                out = fn()
+            except Exception as exc:  # re-raised below, after the other ranks have heard of it
+                err = exc
+        if world > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(err is not None)], device=compute.device if compute.device.type == "cuda" else "cpu")
+            dist.all_reduce(flag)
+            if err is None and float(flag) > 0:
+                raise PeerFailed
+        if err is not None:
+            raise err
+        return out
+
+    try:
+        store = together(container.store, lead)
+        embedder, source = container.embedder(), container.dataset()
+        dev_text = compute.describe() + (f", {world} processes" if world > 1 else "")
+        say(f"LocDiff train: L={config.model.degree}, data={config.data.source}, embedder={config.data.embedder}, device={dev_text}")
+        t0 = time.perf_counter()
+        # rank 0 embeds first (filling the embedding cache), then the others read it
+        data = together(lambda: prepare(source, embedder, config.data), lead)
+        data = together(lambda: prepare(source, embedder, config.data), not lead) or data
+        if data.failures:
+            say(f"skipped {len(data.failures)} item(s) that could not be embedded, e.g. {data.failures[0].item}: {data.failures[0].reason}")
+        sizes = {k: int(v.numel()) for k, v in data.splits.items()}
+        say(f"data: {data.name}, {len(data.ids)} samples {sizes}, embedder {data.embedder_id} ({time.perf_counter() - t0:.0f} s)")
+
+        def make_bundle():
+            if args.resume:
+                tensors, meta = checkpoints.load(ckpt)
+                loaded = ModelBundle.from_checkpoint(tensors, meta, compute.device, where=str(ckpt), expect_embedder=data.embedder_id)
+                loaded = attrs.evolve(loaded, config=config)  # e.g. a larger train.steps given with --resume
+                check_trainable(loaded, data, world=world)
+                return loaded, (tensors, meta)
+            torch.manual_seed(config.train.seed)  # the initial weights depend on the seed alone
+            created = ModelBundle.create(config, data.cond_dim, data.embedder_id, compute.device)
+            check_trainable(created, data, world=world)  # before a run is recorded: bad input leaves nothing behind
+            return created, None
+
+        bundle, resume = together(make_bundle)
+
+        def open_run():
+            if args.resume:
+                meta_run = json.loads((run_dir / "run.json").read_text())
+                return int(meta_run["run_id"]), run_dir
+            run_id = store.start_run(config.name, config.to_dict(), _code_version())
+            new_dir = Path(config.workdir) / f"run-{run_id:04d}"
+            _write_json_atomic(new_dir / "config.json", config.to_dict())
+            _write_json_atomic(new_dir / "run.json", {"run_id": run_id, "store": config.store_url})
+            return run_id, new_dir
+
+        run_id, run_dir = together(open_run, lead) or (None, None)
+        if world > 1:
+            import torch.distributed as dist
+
+            shared = [run_id, None if run_dir is None else str(run_dir)]
+            dist.broadcast_object_list(shared, src=0)
+            run_id, run_dir = shared[0], Path(shared[1])
+        if args.resume:
+            say(f"resuming run {run_id} from {ckpt} (step {resume[1]['step']})")
+        else:
+            say(f"run {run_id}: {run_dir}")
+
+        # Ctrl-C / SIGTERM: finish the current step, save a checkpoint of it, stop (twice: stop at once)
+        requests: list[int] = []
+
+        def request_stop(signum, frame):
+            if requests:
+                raise KeyboardInterrupt
+            requests.append(signum)
+            if lead:
+                print("\nstopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
+
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {s: signal.signal(s, request_stop) for s in handled}
+        try:
+            result = train(
+                bundle, data, compute=compute, checkpoints=checkpoints, checkpoint_dir=run_dir / "checkpoints",
+                store=store, run_id=run_id if lead else None, resume=resume, progress=_progress if lead else None,
+                should_stop=lambda: bool(requests), rank=rank, world=world,
+            )
+        except BaseException as exc:
+            if lead:
+                store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+            raise
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+        def finish(status: str) -> None:
+            if store.get_run(run_id).status == "running":
+                store.finish_run(run_id, status)
+            elif hasattr(store, "reopen_run"):
+                store.reopen_run(run_id)
+                store.finish_run(run_id, status)
+            else:  # a resumed run that was recorded as interrupted: the store cannot reopen it
+                print(f"note: run {run_id} stays recorded as {store.get_run(run_id).status!r} in the store (it has no reopen)", file=sys.stderr)
+
+        if not lead:
+            return 130 if result.interrupted else 0
+        if result.interrupted:
+            finish("interrupted")
+            print(f"\ninterrupted at step {result.step}; checkpoint {result.checkpoint}\nresume with: python -m locdiff.cli train --resume {run_dir}")
+            return 130
+        print(f"trained {result.step} steps in {result.seconds:.0f} s; final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
+        if not args.no_eval:
+            rows = {}
+            for split in ("test", "holdout"):
+                if data.splits.get(split, torch.empty(0)).numel() == 0:
+                    continue
+                ev = evaluate(bundle, data, split, config.eval, device=compute.device, store=store, run_id=run_id, progress=_progress)
+                rows[f"LocDiffusion ({split}, {config.eval.reducer})"] = ev.metrics
+            rows["random guess"] = random_guess_accuracy() | {"median_km": float("nan"), "geoscore": float("nan")}
+            _print_table(f"Held-out accuracy (%), run {run_id}, {config.eval.samples} samples, {config.eval.sampler} {config.eval.sampler_steps} steps:", rows)
+        finish("finished")
+        print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+        return 0
+    except PeerFailed:
+        return 2
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------- eval
@@ -363,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gui", help="open the desktop app")
     _common(p)
-    p.add_argument("--run", help="run or checkpoint folder to load at start")
+    p.add_argument("--run", "--checkpoint", dest="run", help="run or checkpoint folder to load at start")
     p.add_argument("images", nargs="*")
     p.set_defaults(func=cmd_gui)
     return parser

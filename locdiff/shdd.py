@@ -95,9 +95,10 @@ def log_density(e: torch.Tensor, anchors: torch.Tensor, log_weights: torch.Tenso
 
 
 def target_logits(target: torch.Tensor, anchors: torch.Tensor, degree: int) -> torch.Tensor:
-    """Logits of ``p_target`` (eq. 10) at anchors: ``[B, 2]`` × ``[N, 2]`` → ``[B, N]``.
+    """Logits of ``p_target`` (eq. 10) at anchors: ``[B, 2]`` × ``[N, 2]`` → ``[B, N]`` (float64).
 
-    Uses the addition theorem ``encode(t)·Y(a) = Σ (2l+1)/4π P_l(t·a)``: O(L) per pair, no harmonics.
+    Uses the addition theorem ``encode(t)·Y(a) = Σ (2l+1)/4π P_l(t·a)``: no harmonics, exact, but
+    O(L) elementwise work per pair — :func:`kl` uses a matmul with the anchors' harmonics instead.
     """
     cos_gamma = to_xyz(target.to(torch.float64)) @ to_xyz(anchors.to(torch.float64)).T
     return legendre_kernel(cos_gamma, degree)
@@ -115,6 +116,13 @@ def kl(e: torch.Tensor, target_latlon: torch.Tensor, anchors: torch.Tensor) -> t
     anchors = validate_latlon(anchors, "anchors").to(device=e.device)
     if e.ndim != 2 or target.ndim != 2 or e.shape[0] != target.shape[0]:
         raise ValueError(f"kl needs e [B, D] and target_latlon [B, 2]; got {tuple(e.shape)} and {tuple(target.shape)}")
-    log_q = torch.log_softmax(_AnchorLogits.apply(e, anchors, DEFAULT_CHUNK), dim=-1)
-    log_p = torch.log_softmax(target_logits(target.to(e.device), anchors, degree), dim=-1).to(e.dtype)
+    target_code = real_sh(target.to(device=e.device, dtype=e.dtype), degree, validate=False)
+    if anchors.shape[0] <= DEFAULT_CHUNK:  # one block: share the anchors' harmonics between q and p
+        y = real_sh(anchors.to(e.dtype), degree, validate=False)
+        f_q, f_p = e @ y.T, target_code @ y.T
+    else:
+        f_q = _AnchorLogits.apply(e, anchors, DEFAULT_CHUNK)
+        f_p = _AnchorLogits.apply(target_code, anchors, DEFAULT_CHUNK)
+    log_q = torch.log_softmax(f_q, dim=-1)
+    log_p = torch.log_softmax(f_p, dim=-1)
     return (log_q.exp() * (log_q - log_p)).sum(-1).clamp_min(0.0)
