@@ -279,6 +279,10 @@ def cmd_eval(args) -> int:
     for sampler, steps in _sampler_list(args):
         settings = EvalConfig(samples=args.samples, sampler=sampler, sampler_steps=steps, reducer=args.reducer, max_items=args.max_items)
         ev = evaluate(bundle, data, args.split, settings, device=compute.device, seed=args.seed, store=store, run_id=run_id, progress=_progress)
+        if args.hybrid:
+            rows[f"LocDiff-H {sampler}-{steps} (+GeoCLIP {args.hybrid_radius:g} km)"] = _hybrid_metrics(
+                container, data, args, ev, store, run_id
+            )
         if args.all_reducers:
             rows.update({f"{sampler}-{steps} {r}": m for r, m in ev.by_reducer.items()})
         else:
@@ -288,6 +292,21 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
+
+
+def _hybrid_metrics(container, data, args, ev, store, run_id) -> dict[str, float]:
+    from locdiff.metrics import summarize
+    from locdiff.services.hybrid import refine_with_retrieval
+
+    index = data.splits[args.split][: ev.truth.shape[0]]
+    images = [Path(data.items[i]) for i in index.tolist()]
+    if not all(p.suffix for p in images):
+        raise ValueError("--hybrid needs an image dataset (GeoCLIP retrieves with image features)")
+    refined = refine_with_retrieval(container.retriever(), images, ev.samples, ev.predictions, radius_km=args.hybrid_radius)
+    metrics = summarize(refined, ev.truth)
+    if store is not None and run_id is not None:
+        store.add_evaluation(run_id, f"{data.name}:{args.split}:hybrid{args.hybrid_radius:g}km", metrics)
+    return metrics
 
 
 def _sampler_list(args) -> list[tuple[str, int]]:
@@ -432,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--reducer", default="mode", choices=["centre", "medoid", "mode"])
     p.add_argument("--all-reducers", action="store_true", help="one row per reducer")
+    p.add_argument("--hybrid", action="store_true", help="also evaluate LocDiff-H (GeoCLIP retrieval near the samples)")
+    p.add_argument("--hybrid-radius", type=float, default=200.0, help="retrieval radius around the samples (km)")
     p.add_argument("--max-items", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
