@@ -12,7 +12,6 @@ import ctypes
 import errno
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
+from locdiff.serialization import plain_json
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "weights.safetensors"
@@ -46,28 +46,6 @@ def step_dir_name(step: int) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-def _plain_json(value: Any, where: str) -> Any:
-    """A JSON-safe copy of ``value`` (tuples become lists); anything else raises naming ``where``."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where}: {value!r} cannot be stored as JSON (expected a finite number)")
-        return float(value)
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{where}: keys must be strings, got {key!r}")
-            out[key] = _plain_json(item, f"{where}[{key!r}]")
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_plain_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    raise ValueError(f"{where}: expected str, int, float, bool, None, list or dict, got {type(value).__name__}")
-
-
 def _cpu_tensors(tensors: Any) -> dict[str, torch.Tensor]:
     """Detached, contiguous CPU copies safetensors accepts (views and shared storage are cloned)."""
     if not isinstance(tensors, Mapping):
@@ -173,7 +151,7 @@ class SafetensorsCheckpointStore:
         reserved = [key for key in _RESERVED if key in meta]
         if reserved:
             raise ValueError(f"meta: key(s) {reserved} are written by the checkpoint store itself")
-        record = _plain_json(meta, "meta")
+        record = plain_json(meta, "meta")
         weights = _cpu_tensors(tensors)
 
         directory = Path(directory)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from locdiff.ports import CheckpointRecord, RunRecord
+from locdiff.serialization import plain_json
 from storage.schema import (
     RUN_STATUSES,
     SCHEMA_VERSION,
@@ -59,28 +60,6 @@ def sqlite_url(path: str | os.PathLike[str]) -> str:
 
 
 # --------------------------------------------------------------------------- input checks
-def _plain_json(value: Any, where: str) -> Any:
-    """A JSON-safe copy of ``value`` (tuples become lists); anything else raises naming ``where``."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where}: {value!r} cannot be stored as JSON (expected a finite number)")
-        return float(value)
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{where}: keys must be strings, got {key!r}")
-            out[key] = _plain_json(item, f"{where}[{key!r}]")
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_plain_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    raise ValueError(f"{where}: expected str, int, float, bool, None, list or dict, got {type(value).__name__}")
-
-
 def _number(value: Any, where: str) -> float:
     """``value`` as a float (numbers, numpy scalars, one-element tensors); NaN and inf are kept."""
     if value is None or isinstance(value, (str, bytes)):
@@ -147,7 +126,7 @@ def _prediction(row: Any, run_id: int | None, index: int) -> Prediction:
     clash = sorted(set(extra) & set(payload))
     if clash:
         raise ValueError(f"{where}: key(s) {clash} given both as fields and inside 'payload'")
-    payload = _plain_json({**payload, **extra}, f"{where} payload")
+    payload = plain_json({**payload, **extra}, f"{where} payload")
     return Prediction(run_id=run_id, item=item, lat=lat, lon=lon, probability=probability, payload=payload)
 
 
@@ -283,7 +262,7 @@ class SqlExperimentStore:
         experiment = _text(experiment, "experiment")
         if not isinstance(config, Mapping):
             raise ValueError(f"config: expected a mapping, got {type(config).__name__}")
-        plain = _plain_json(config, "config")
+        plain = plain_json(config, "config")
         if not isinstance(code_version, str):
             raise ValueError(f"code_version: expected a string, got {code_version!r}")
         with self._sessions.begin() as session:
