@@ -84,7 +84,6 @@ def _print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
 
 # --------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
-    import signal
     import threading
 
     import attrs

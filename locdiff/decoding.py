@@ -19,7 +19,7 @@ import torch
 
 from locdiff import geo
 from locdiff.anchors import equiangular
-from locdiff.harmonics import DEFAULT_CHUNK, legendre_table, orders_of, real_sh, sh_index
+from locdiff.harmonics import DEFAULT_CHUNK, legendre_table, real_sh, sh_index
 from locdiff.prediction import DensityGrid, Mode
 from locdiff.shdd import check_coeffs
 
