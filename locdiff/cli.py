@@ -171,7 +171,10 @@ def cmd_train(args) -> int:
         def open_run():
             if args.resume:
                 meta_run = json.loads((run_dir / "run.json").read_text())
-                return int(meta_run["run_id"]), run_dir
+                resumed = int(meta_run["run_id"])
+                if store.get_run(resumed).status != "running":
+                    store.reopen_run(resumed)  # interrupted or failed before: running again
+                return resumed, run_dir
             run_id = store.start_run(config.name, config.to_dict(), _code_version())
             new_dir = Path(config.workdir) / f"run-{run_id:04d}"
             _write_json_atomic(new_dir / "config.json", config.to_dict())
@@ -219,13 +222,7 @@ def cmd_train(args) -> int:
                 signal.signal(s, handler)
 
         def finish(status: str) -> None:
-            if store.get_run(run_id).status == "running":
-                store.finish_run(run_id, status)
-            elif hasattr(store, "reopen_run"):
-                store.reopen_run(run_id)
-                store.finish_run(run_id, status)
-            else:  # a resumed run that was recorded as interrupted: the store cannot reopen it
-                print(f"note: run {run_id} stays recorded as {store.get_run(run_id).status!r} in the store (it has no reopen)", file=sys.stderr)
+            store.finish_run(run_id, status)
 
         if not lead:
             return 130 if result.interrupted else 0
@@ -236,11 +233,15 @@ def cmd_train(args) -> int:
         print(f"trained {result.step} steps in {result.seconds:.0f} s; final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
         if not args.no_eval:
             rows = {}
-            for split in ("test", "holdout"):
-                if data.splits.get(split, torch.empty(0)).numel() == 0:
-                    continue
-                ev = evaluate(bundle, data, split, config.eval, device=compute.device, store=store, run_id=run_id, progress=_progress)
-                rows[f"LocDiffusion ({split}, {config.eval.reducer})"] = ev.metrics
+            try:
+                for split in ("test", "holdout"):
+                    if data.splits.get(split, torch.empty(0)).numel() == 0:
+                        continue
+                    ev = evaluate(bundle, data, split, config.eval, device=compute.device, store=store, run_id=run_id, progress=_progress)
+                    rows[f"LocDiffusion ({split}, {config.eval.reducer})"] = ev.metrics
+            except BaseException as exc:  # the weights are saved; record why the run did not finish
+                finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+                raise
             rows["random guess"] = random_guess_accuracy() | {"median_km": float("nan"), "geoscore": float("nan")}
             _print_table(f"Held-out accuracy (%), run {run_id}, {config.eval.samples} samples, {config.eval.sampler} {config.eval.sampler_steps} steps:", rows)
         finish("finished")

@@ -84,14 +84,29 @@ class Diffusion:
         kind: str = "kl",
         generator: torch.Generator | None = None,
         degree: int,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One DDPM training loss: sample t and ε, predict x_0, compare with the truth (mean over the batch)."""
+        """One DDPM training loss: sample t and ε, predict x_0, compare with the truth (mean over the batch).
+
+        ``t`` [B] and ``noise`` [B, (degree+1)^2] may be given (drawn by the caller, e.g. for the
+        global batch of distributed training and sliced per rank); otherwise they are drawn from
+        ``generator`` (t first, then ε).
+        """
         if kind not in LOSSES:
             raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
         x0 = shdd.encode(target_latlon, degree).to(cond.dtype) * self.data_scale
         b = x0.shape[0]
-        t = torch.randint(0, self.schedule.steps, (b,), generator=generator, device=generator.device if generator else None).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator else None, dtype=x0.dtype).to(x0.device)
+        gen_device = generator.device if generator is not None else None
+        if t is None:
+            t = torch.randint(0, self.schedule.steps, (b,), generator=generator, device=gen_device)
+        elif t.shape != (b,):
+            raise ValueError(f"t must have shape [{b}], got {tuple(t.shape)}")
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype)
+        elif noise.shape != x0.shape:
+            raise ValueError(f"noise must have shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
+        t, noise = t.to(x0.device), noise.to(device=x0.device, dtype=x0.dtype)
         pred = model(self.q_sample(x0, t, noise), t, cond)
         if kind == "kl":
             return shdd.kl(pred / self.data_scale, target_latlon, anchors).mean()

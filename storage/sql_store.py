@@ -350,6 +350,15 @@ class SqlExperimentStore:
             run.status = status
             run.finished_at = utc_now()
 
+    def reopen_run(self, run_id: int) -> None:
+        """Mark an ``interrupted`` or ``failed`` run ``running`` again (it is being resumed)."""
+        with self._sessions.begin() as session:
+            run = self._run(session, run_id)
+            if run.status == "finished":
+                raise ValueError(f"run {run.id} already finished; it cannot be resumed")
+            run.status = "running"
+            run.finished_at = None
+
     # ..................................................................... reads
     def list_runs(self) -> list[RunRecord]:
         """Every run, oldest first, with its latest figures."""

@@ -40,14 +40,27 @@ def prepare(source: DatasetSource, embedder: Embedder, config: DataConfig) -> Pr
     result = embed(list(samples.items))
     keep = torch.tensor(result.index, dtype=torch.long)
     cond = result.vectors.float()
+    where = f"dataset {samples.name!r}"
+    if keep.numel() and (int(keep.min()) < 0 or int(keep.max()) >= len(samples)):
+        raise ValueError(f"{where}: embedder {embedder.id!r} returned row indices outside [0, {len(samples)})")
     if cond.ndim != 2 or cond.shape[0] != keep.shape[0] or cond.shape[1] != embedder.dim:
-        raise ValueError(f"embedder {embedder.id} returned shape {tuple(cond.shape)}; expected [{keep.shape[0]}, {embedder.dim}]")
-    bad = ~torch.isfinite(cond).all(1)
+        raise ValueError(
+            f"{where}: field 'embedding': embedder {embedder.id!r} returned vectors of shape {tuple(cond.shape)} "
+            f"for {keep.shape[0]} item(s); expected [{keep.shape[0]}, {embedder.dim}] (its declared width is {embedder.dim})"
+        )
+    bad = ~torch.isfinite(cond)
     if bool(bad.any()):
-        row = int(bad.nonzero()[0])
-        raise ValueError(f"embedding of {samples.items[int(keep[row])]!r} (row {int(keep[row])}) contains NaN or inf")
+        rows = bad.any(1).nonzero()[:, 0]
+        row, col = int(rows[0]), int(bad[rows[0]].nonzero()[0])
+        i = int(keep[row])
+        raise ValueError(
+            f"{where}: row {i + 1} (id {samples.ids[i]!r}, item {samples.items[i]!r}): field 'embedding' has "
+            f"{cond[row, col].item()} at position {col}; {rows.numel()} embedding(s) contain NaN or inf "
+            f"(embedder {embedder.id!r})"
+        )
     if keep.numel() == 0:
-        raise ValueError(f"no item of dataset {samples.name!r} could be embedded; first failure: {result.failures[:1]}")
+        first = f"{result.failures[0].item}: {result.failures[0].reason}" if result.failures else "no reason given"
+        raise ValueError(f"{where}: no item could be embedded by {embedder.id!r}; first failure: {first}")
     ids = tuple(samples.ids[i] for i in keep.tolist())
     latlon = samples.latlon[keep].double()
     groups = tuple(samples.groups[i] for i in keep.tolist()) if samples.groups is not None else None

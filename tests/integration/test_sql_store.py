@@ -261,3 +261,16 @@ def test_missing_version_row_is_refused(db_file: Path) -> None:
 def test_bad_url_is_value_error() -> None:
     with pytest.raises(ValueError, match="cannot parse database URL"):
         SqlExperimentStore("not a url")
+
+
+def test_reopen_interrupted_run(tmp_path):
+    from storage import SqlExperimentStore, sqlite_url
+
+    store = SqlExperimentStore(sqlite_url(tmp_path / "s.sqlite"))
+    run = store.start_run("e", {"a": 1}, "v")
+    store.finish_run(run, "interrupted")
+    store.reopen_run(run)
+    assert store.get_run(run).status == "running" and store.get_run(run).finished_at is None
+    store.finish_run(run, "finished")
+    with pytest.raises(ValueError, match="already finished"):
+        store.reopen_run(run)
