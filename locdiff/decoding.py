@@ -323,5 +323,7 @@ def anchor_decode(
         pts = anchors[hot]
         weight = torch.exp((fb[hot] - fb.max()).double())
         window = (geo.pairwise_km(pts.double(), pts.double()) < rho_km).double() @ weight
-        out.append(pts[window.argmax()])
+        # a window much wider than the peak gives many anchors the same mass: break ties by density
+        tied = window >= window.max() * (1 - 1e-12)
+        out.append(pts[torch.where(tied, fb[hot].double(), -torch.inf).argmax()])
     return torch.stack(out).reshape(*coeffs.shape[:-1], 2)

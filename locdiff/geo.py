@@ -33,7 +33,9 @@ def validate_latlon(latlon: torch.Tensor, name: str = "latlon") -> torch.Tensor:
     if bool(bad.any()):
         idx = tuple(int(i) for i in bad.nonzero()[0])
         raise ValueError(f"latitude {name}{list(idx) + [0]} = {lat[idx].item()} is outside [-90, 90]")
-    lon = torch.remainder(latlon[..., 1] + 180.0, 360.0) - 180.0
+    lon = latlon[..., 1]
+    if bool(((lon < -180.0) | (lon >= 180.0)).any()):  # wrap in float64: no rounding of in-range values
+        lon = (torch.remainder(lon.double() + 180.0, 360.0) - 180.0).to(lon.dtype)
     return torch.stack((lat, lon), dim=-1)
 
 

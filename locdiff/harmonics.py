@@ -16,18 +16,24 @@ Convention (the paper's eq. 19 with eq. 20's Condon–Shortley phase cancelled):
 with colatitude θ = 90° - lat and φ = lon. Everything is vectorised over points, runs on any
 device and dtype, and is differentiable with respect to the points.
 
-Two evaluators give the same values (to rounding):
+Two evaluators give the same values (to rounding); ``real_sh`` picks one by dtype, degree and
+grad mode (:func:`_use_fourier`):
 
-* the recurrence (:func:`_assemble`, :func:`_assemble_inplace`) — used under autograd, on devices
-  without float64 (MPS) and for dtypes other than float32/float64;
-* the Fourier/GEMM evaluator (:func:`_fourier_block`) — the default when no gradient is needed.
+* the recurrence (:func:`_assemble` under autograd, :func:`_assemble_inplace` otherwise), run in
+  float64 whatever the output dtype — every float64 evaluation, every differentiable one, degrees
+  above ``FOURIER_MAX_DEGREE``, other dtypes and MPS;
+* the Fourier/GEMM evaluator (:func:`_fourier_block`) — float32 without autograd, L <= 159.
   ``P̄_l^m(cos θ)`` is a trigonometric polynomial of degree ``l`` in θ: a cosine series for even
   ``m``, a sine series for odd ``m``, with only frequencies ``k ≡ l (mod 2)``. Its coefficients are
   computed once per (L, dtype, device) in float64, exactly, by discrete cosine/sine projections of
-  the recurrence; evaluation is then two small GEMMs per degree ``(coeffs) @ (cos kθ | sin kθ)``
-  written straight into the output, times the azimuthal factor. The angles ``kθ`` and ``mφ`` are
-  formed in float64, so float32 outputs are accurate to ~1e-6 absolute at any degree (the float32
-  recurrence lost 4e-4 of the kernel peak at L=255 near the poles; this has no recurrence in l).
+  the recurrence; evaluation is then two small GEMMs per degree — even-m rows (a stride-2 row
+  set) from ``cos kθ``, odd-m rows from ``sin kθ`` — written straight into the output, then one
+  in-place multiply by the azimuthal factor. ``kθ`` and ``mφ`` are formed in float64, and there is
+  no recurrence in ``l`` to amplify float32 rounding near the poles: the float32 output is within
+  ~2e-6 absolute of the float64 recurrence up to L=255.
+
+Both write coefficient-major storage ``[(L+1)^2, N]``; ``real_sh`` returns its ``[N, (L+1)^2]``
+transposed view (``y.T`` is contiguous, which is what ``e @ y.T`` wants).
 """
 
 from __future__ import annotations
@@ -135,6 +141,12 @@ def _trig(lon_rad: torch.Tensor, degree: int, dtype: torch.dtype) -> tuple[torch
     return (math.sqrt(2.0) * torch.cos(angle)).to(dtype), (math.sqrt(2.0) * torch.sin(angle)).to(dtype)
 
 
+@functools.lru_cache(maxsize=1024)
+def _reversed_index(count: int, device: str) -> torch.Tensor:
+    """``[count-1, ..., 1, 0]``."""
+    return torch.arange(count - 1, -1, -1, device=device)
+
+
 @functools.lru_cache(maxsize=256)
 def _negative_rows(l: int, device: str) -> torch.Tensor:
     """Output rows of orders m = -1, -2, ..., -l (descending index)."""
@@ -158,14 +170,16 @@ def _assemble(x, s, cos_m, sin_m, degree: int, dtype: torch.dtype) -> torch.Tens
     return out
 
 
-def _assemble_inplace(x, s, cos_m, sin_m, degree: int, dtype: torch.dtype) -> torch.Tensor:
+def _assemble_inplace(x, s, cos_m, sin_m, degree: int, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
     """Same values as :func:`_assemble`, with preallocated buffers and fused in-place updates.
 
-    Used when no gradient is needed (targets, anchors, grids): about twice as fast.
+    Used when no gradient is needed and the Fourier/GEMM path is not: about twice as fast as
+    :func:`_assemble`. Writes into ``out`` ``[(L+1)^2, n]`` (any row stride) when given.
     """
     a, b, diag, sub = _recurrence(degree, x.dtype, str(x.device))
     n = x.shape[0]
-    out = torch.empty(((degree + 1) ** 2, n), dtype=dtype, device=x.device)
+    if out is None:
+        out = torch.empty(((degree + 1) ** 2, n), dtype=dtype, device=x.device)
     prev2, prev1, cur = (torch.empty((degree + 1, n), dtype=x.dtype, device=x.device) for _ in range(3))
     tmp = torch.empty((max(degree, 1), n), dtype=dtype, device=x.device)
     prev1[0].fill_(1.0 / math.sqrt(4 * math.pi))
@@ -182,13 +196,14 @@ def _assemble_inplace(x, s, cos_m, sin_m, degree: int, dtype: torch.dtype) -> to
         out[centre] = cur[0]
         torch.mul(cur[1 : l + 1], cos_m[1 : l + 1], out=out[centre + 1 : centre + l + 1])
         torch.mul(cur[1 : l + 1], sin_m[1 : l + 1], out=tmp[:l])
-        out.index_copy_(0, _negative_rows(l, str(x.device)), tmp[:l])
+        # orders m = -1..-l sit in descending rows: a reversed gather (2-3x faster than index_copy_)
+        torch.index_select(tmp[:l], 0, _reversed_index(l, str(x.device)), out=out[l * l : centre])
         prev2, prev1, cur = prev1, cur, prev2
     return out
 
 
 # --------------------------------------------------------------------------- Fourier/GEMM evaluator
-def _fourier_rows(degree: int, l: int) -> tuple[slice, slice]:
+def _fourier_rows(l: int) -> tuple[slice, slice]:
     """Rows of degree ``l``'s block ``[l², (l+1)²)`` holding even and odd orders ``m``.
 
     Row ``l² + l + m`` has the parity of ``m`` (``l² + l`` is even), so each set is a stride-2 slice.
@@ -202,8 +217,9 @@ def _fourier_tables(degree: int, dtype: torch.dtype, device: str) -> tuple[tuple
     """Per degree ``l``: ``Wc[l]`` [#even-m rows, #k] and ``Ws[l]`` [#odd-m rows, #k] such that
 
     ``c_m P̄_l^|m|(cos θ) = Σ_k Wc[l][row, k] cos(kθ)`` over ``k = p, p+2, ..., l`` (p = l mod 2) for
-    even ``m``, and ``Σ_k Ws[l][row, k] sin(kθ)`` over ``k = max(p, 2), ..., l`` (step 2) for odd ``m``;
+    even ``m``, and ``Σ_k Ws[l][row, k] sin(kθ)`` over ``k = 2-p, 4-p, ..., l`` for odd ``m``;
     ``c_0 = 1``, ``c_m = sqrt(2)``; rows ordered as in :func:`_fourier_rows` (ascending signed m).
+    (``P̄_l^m(cos θ)`` is ``sin^m θ`` times a polynomial in ``cos θ`` of degree and parity ``l - m``.)
 
     Exact (float64) projections: on θ_j = (j + ½)π/M with M > L, {cos kθ_j}_{0≤k<M} and
     {sin kθ_j}_{1≤k≤M} are orthogonal (DCT-II / DST-II), and the series have degree ≤ L.
@@ -217,29 +233,32 @@ def _fourier_tables(degree: int, dtype: torch.dtype, device: str) -> tuple[tuple
     wc, ws = [], []
     for l, p in enumerate(_legendre_rows(torch.cos(theta), torch.sin(theta), degree)):
         par = l % 2
-        m_even = torch.tensor([abs(m) for m in range(par - l, l + 1, 2)], dtype=torch.int64)
-        m_odd = torch.tensor([abs(m) for m in range(1 - par - l, l + 1, 2)], dtype=torch.int64)
-        k_cos = torch.tensor(range(par, l + 1, 2), dtype=torch.int64)
-        k_sin = torch.tensor(range(2 - par, l + 1, 2), dtype=torch.int64)
-        scale_even = torch.where(m_even == 0, 1.0, math.sqrt(2.0)).to(torch.float64)
-        wc.append(((p[m_even] @ cos_k[k_cos].T) * scale_even[:, None]).to(dtype=dtype, device=device))
-        ws.append(((p[m_odd] @ sin_k[k_sin].T) * math.sqrt(2.0)).to(dtype=dtype, device=device))
+        m_even = [abs(m) for m in range(par - l, l + 1, 2)]  # rows of _fourier_rows(l), ascending m
+        m_odd = [abs(m) for m in range(1 - par - l, l + 1, 2)]
+        scale = torch.tensor([1.0 if m == 0 else math.sqrt(2.0) for m in m_even], dtype=torch.float64)
+        wc.append(((p[m_even] @ cos_k[par : l + 1 : 2].T) * scale[:, None]).to(dtype=dtype, device=device))  # k = p, p+2, ...
+        ws.append(((p[m_odd] @ sin_k[2 - par : l + 1 : 2].T) * math.sqrt(2.0)).to(dtype=dtype, device=device))  # k = 2-p, 4-p, ...
     return tuple(wc), tuple(ws)
 
 
-def _phases(angle: torch.Tensor, degree: int) -> torch.Tensor:
-    """``exp(i k angle)`` for k = 0..L as complex128 ``[L+1, n]`` from float64 ``angle`` [n].
+def _cos_sin(angle: torch.Tensor, degree: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos(k·angle)`` and ``sin(k·angle)`` for k = 0..L as contiguous ``[L+1, n]`` tensors of ``dtype``.
 
-    Blocked: ``exp(i(qB + r)a) = exp(iqBa) exp(ira)`` needs 2·sqrt(L+1) sin/cos per point instead of
-    2(L+1); ``k·a`` stays float64 (at L=255, |kφ| reaches 800 rad).
+    ``angle`` is float64 and every ``k·angle`` is formed in float64 (at L=255, |kφ| reaches 800 rad,
+    whose float32 rounding alone would cost 5e-5). Blocked angle addition
+    ``(qB + r)a = qBa + ra`` needs 2·sqrt(L+1) sin/cos per point instead of 2(L+1).
     """
-    block = max(1, math.isqrt(degree) + 1)
+    block = math.isqrt(degree) + 1
     q = (degree + block) // block
-    low = torch.arange(block, dtype=angle.dtype, device=angle.device)[:, None] * angle[None, :]
-    high = torch.arange(0, q * block, block, dtype=angle.dtype, device=angle.device)[:, None] * angle[None, :]
-    ones = torch.ones((), dtype=angle.dtype, device=angle.device)
-    z = torch.polar(ones.expand_as(high), high)[:, None, :] * torch.polar(ones.expand_as(low), low)[None, :, :]
-    return z.reshape(q * block, -1)[: degree + 1]
+    k = torch.arange(max(block, q * block), dtype=angle.dtype, device=angle.device)
+    low = k[:block, None] * angle[None, :]
+    high = k[: q * block : block, None] * angle[None, :]
+    # the factors are exact to rounding; their products cost ~2 ulp of ``dtype``
+    cl, sl = torch.cos(low).to(dtype)[None], torch.sin(low).to(dtype)[None]
+    ch, sh = torch.cos(high).to(dtype)[:, None], torch.sin(high).to(dtype)[:, None]
+    cos = torch.mul(ch, cl).addcmul_(sh, sl, value=-1.0).reshape(q * block, -1)[: degree + 1]
+    sin = torch.mul(sh, cl).addcmul_(ch, sl).reshape(q * block, -1)[: degree + 1]
+    return cos, sin
 
 
 def _fourier_block(colat: torch.Tensor, lon: torch.Tensor, degree: int, out: torch.Tensor) -> None:
@@ -247,17 +266,15 @@ def _fourier_block(colat: torch.Tensor, lon: torch.Tensor, degree: int, out: tor
     dtype = out.dtype
     wc, ws = _fourier_tables(degree, dtype, str(out.device))
     n = colat.shape[0]
-    theta = torch.view_as_real(_phases(colat, degree)).permute(2, 0, 1).to(dtype)  # [2, L+1, n]: cos kθ, sin kθ
-    cos_t, sin_t = theta[0], theta[1]
+    cos_t, sin_t = _cos_sin(colat, degree, dtype)  # rows contiguous: strided row sets are BLAS operands
     feats_cos = (cos_t[0::2], cos_t[1::2])  # k ≡ l (mod 2)
     feats_sin = (sin_t[2::2], sin_t[1::2])
-    phi = _phases(lon, degree)
+    cos_p, sin_p = _cos_sin(lon, degree, dtype)
     trig = torch.empty((2 * degree + 1, n), dtype=dtype, device=out.device)  # m = -L..L: sin|m|φ, 1, cos mφ
-    trig[degree:] = phi.real
-    if degree:
-        trig[:degree] = phi.imag[1:].flip(0)
+    trig[degree:] = cos_p
+    torch.index_select(sin_p[1:], 0, _reversed_index(degree, str(out.device)), out=trig[:degree])
     for l in range(degree + 1):
-        even, odd = _fourier_rows(degree, l)
+        even, odd = _fourier_rows(l)
         par = l % 2
         torch.mm(wc[l], feats_cos[par][: wc[l].shape[1]], out=out[even])
         if l:
@@ -265,15 +282,25 @@ def _fourier_block(colat: torch.Tensor, lon: torch.Tensor, degree: int, out: tor
             out[l * l : (l + 1) * (l + 1)].mul_(trig[degree - l : degree + l + 1])
 
 
-def _use_fourier(flat: torch.Tensor) -> bool:
+#: highest degree at which each dtype takes the Fourier/GEMM path. It costs O(L) flops per
+#: coefficient against the recurrence's O(1) and wins by GEMM efficiency. Measured (CPU time, one
+#: thread, benchmarks/bench_harmonics.py) against the in-place recurrence: float32 1.3-1.5x faster
+#: at L=47, 1.26x at L=127, 1.16x at L=159, 0.92x at L=191; float64 (GEMMs at half the float32
+#: rate) 1.0x at L=47 and slower above, so float64 keeps the recurrence.
+FOURIER_MAX_DEGREE = {torch.float32: 159}
+
+
+def _use_fourier(flat: torch.Tensor, degree: int) -> bool:
+    """The Fourier/GEMM path: float32, no autograd, a device with float64 (not MPS), L <= 159."""
     return (
-        flat.dtype in (torch.float32, torch.float64)
+        degree <= FOURIER_MAX_DEGREE.get(flat.dtype, -1)
         and flat.device.type != "mps"
         and not (torch.is_grad_enabled() and flat.requires_grad)
     )
 
 
-#: points per Fourier block: large enough for efficient GEMMs, small enough to stay in cache
+#: points per Fourier/GEMM block on the CPU (other devices: 16x). Fixed, whatever ``chunk`` says, so
+#: values never depend on it; the block's temporaries are only O(L · FOURIER_CHUNK) values.
 FOURIER_CHUNK = 4096
 
 
@@ -282,33 +309,54 @@ def real_sh(latlon: torch.Tensor, degree: int, *, chunk: int = DEFAULT_CHUNK, va
 
     ``latlon`` [..., 2] → ``[..., (degree+1)^2]`` in the points' dtype and device (integer inputs
     become the default float dtype). Differentiable with respect to ``latlon``.
+
+    Without autograd the result is a transposed view of coefficient-major storage, and float32
+    inputs up to L=159 (not on MPS) take the Fourier/GEMM evaluator (see the module docstring).
+    ``chunk`` is the recurrence's block of points, bounding its ``chunk·(L+1)²`` temporaries; the
+    Fourier path has only O(L) temporaries per point and uses fixed blocks of ``FOURIER_CHUNK``.
     """
     check_degree(degree)
     if validate:
         latlon = validate_latlon(latlon)
     lead = latlon.shape[:-1]
     flat = latlon.reshape(-1, 2)
-    if _use_fourier(flat):
-        # coefficient-major storage (each degree's rows are contiguous for the GEMMs); a [N, D] view is returned
-        out = torch.empty(((degree + 1) ** 2, flat.shape[0]), dtype=flat.dtype, device=flat.device)
+    width = (degree + 1) ** 2
+    if torch.is_grad_enabled() and flat.requires_grad:
+        return _real_sh_autograd(flat, degree, chunk).reshape(*lead, width)
+    # coefficient-major storage: every degree's rows are contiguous (GEMM / elementwise friendly)
+    out = torch.empty((width, flat.shape[0]), dtype=flat.dtype, device=flat.device)
+    if _use_fourier(flat, degree):
         colat = torch.deg2rad(90.0 - flat[:, 0].double())
         lon = torch.deg2rad(flat[:, 1].double())
-        step = max(1, min(chunk, FOURIER_CHUNK))
+        step = FOURIER_CHUNK if flat.device.type == "cpu" else 16 * FOURIER_CHUNK
         for start in range(0, flat.shape[0], step):
             _fourier_block(colat[start : start + step], lon[start : start + step], degree, out[:, start : start + step])
-        return out.T.reshape(*lead, (degree + 1) ** 2)
+    else:
+        lat = torch.deg2rad(_precise(flat[:, 0]))
+        lon = torch.deg2rad(_precise(flat[:, 1]))
+        for start in range(0, flat.shape[0], chunk):
+            x, s, cos_m, sin_m = _latlon_terms(lat[start : start + chunk], lon[start : start + chunk], degree)
+            _assemble_inplace(x, s, cos_m, sin_m, degree, flat.dtype, out=out[:, start : start + chunk])
+    return out.T.reshape(*lead, width)
+
+
+def _latlon_terms(lat: torch.Tensor, lon: torch.Tensor, degree: int):
+    """``x = cos θ``, ``s = sin θ`` and the trig tables of one chunk (radians, precise dtype)."""
+    x = torch.sin(lat)
+    s = torch.cos(lat).clamp_min(0.0)  # cos(±π/2) rounds to a tiny negative
+    cos_m, sin_m = _trig(lon, degree, x.dtype)
+    return x, s, cos_m, sin_m
+
+
+def _real_sh_autograd(flat: torch.Tensor, degree: int, chunk: int) -> torch.Tensor:
+    """The differentiable evaluator (recurrence, out-of-place): ``[N, 2]`` → ``[N, (L+1)^2]``."""
     lat = torch.deg2rad(_precise(flat[:, 0]))
     lon = torch.deg2rad(_precise(flat[:, 1]))
     pieces = []
     for start in range(0, max(flat.shape[0], 1), chunk):
-        la, lo = lat[start : start + chunk], lon[start : start + chunk]
-        x = torch.sin(la)
-        s = torch.cos(la).clamp_min(0.0)  # cos(±π/2) rounds to a tiny negative
-        cos_m, sin_m = _trig(lo, degree, x.dtype)
-        build = _assemble if (torch.is_grad_enabled() and flat.requires_grad) else _assemble_inplace
-        pieces.append(build(x, s, cos_m, sin_m, degree, flat.dtype).T)
-    out = torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
-    return out.reshape(*lead, (degree + 1) ** 2)
+        x, s, cos_m, sin_m = _latlon_terms(lat[start : start + chunk], lon[start : start + chunk], degree)
+        pieces.append(_assemble(x, s, cos_m, sin_m, degree, flat.dtype).T)
+    return torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
 
 
 def legendre_table(colat_rad: torch.Tensor, degree: int) -> torch.Tensor:
