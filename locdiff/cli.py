@@ -489,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=None, help="CSV path (default: DIRECTORY/locations.csv)")
     q.set_defaults(func=cmd_dataset)
 
+    from locdiff import cli_studies
+
+    cli_studies.register(sub)
+
     p = sub.add_parser("gui", help="open the desktop app")
     _common(p)
     p.add_argument("--run", "--checkpoint", dest="run", help="run or checkpoint folder to load at start")
