@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output", type=Path)
     p.add_argument("--photo", type=Path, action="append", default=None)
     p.add_argument("--checkpoint", type=Path, default=None)
+    p.add_argument("--text", default=None, help="a place query instead of a photo")
     p.add_argument("--demo", action="store_true")
     p.add_argument("--service", default="locdiff.container:build_prediction_service")
     p.add_argument("--view", choices=("globe", "flat"), default="globe")
@@ -78,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     win.resize(w, h)
     win.set_view(args.view)
     win.show()
-    win.open_paths(args.photo or [Path(DEFAULT_PHOTO)])
+    if args.text:
+        win.query.setText(args.text)
+        win.run_text(args.text)
+    else:
+        win.open_paths(args.photo or [Path(DEFAULT_PHOTO)])
     if not win.wait_idle(300000):
         print("screenshot: prediction did not finish", file=sys.stderr)
         return 1

@@ -267,7 +267,8 @@ def find_modes(
     """Top modes of ``q_e`` (``e`` [D]) or of a K-sample mixture (``e`` [K, D]), best mass first.
 
     Each mode is a refined local maximum with the probability mass within ``radius_km`` of it
-    (default :func:`default_radius_km`); modes closer than the radius to a better one are merged.
+    (default :func:`default_radius_km`) that is nearer to it than to any other mode, so masses
+    never overlap and sum to at most 1; modes closer than the radius to a better one are merged.
     """
     e2 = e.reshape(-1, e.shape[-1])
     degree = check_coeffs(e2)
@@ -281,18 +282,25 @@ def find_modes(
     k, c = cand.shape[:2]
     refined, peak = refine_modes(e2.repeat_interleave(c, 0), cand.reshape(-1, 2))
     cells = torch.stack(torch.meshgrid(lat, lon, indexing="ij"), -1).reshape(-1, 2)
+    cell_mass = grid.mass.reshape(-1)
     dist = geo.pairwise_km(refined.to(cells.dtype), cells)  # [k*c, cells]
-    mass = ((dist < radius_km) * grid.mass.reshape(1, -1)).sum(1)
-    order = torch.argsort(mass, descending=True)
-    modes: list[Mode] = []
-    for i in order.tolist():
-        pt = refined[i]
-        if any(float(geo.great_circle_km(pt, refined.new_tensor([m.lat, m.lon]))) < radius_km for m in modes):
-            continue
-        modes.append(Mode(lat=float(pt[0]), lon=float(pt[1]), mass=float(mass[i]), radius_km=radius_km, logit=float(peak[i])))
-        if len(modes) == top:
-            break
-    return tuple(modes)
+    rough = ((dist < radius_km) * cell_mass[None]).sum(1)
+    kept: list[int] = []
+    for i in torch.argsort(rough, descending=True).tolist():
+        if all(float(geo.great_circle_km(refined[i], refined[j])) >= radius_km for j in kept):
+            kept.append(i)
+    # each cell counts for its nearest mode only, so the masses of different modes never overlap
+    d = dist[kept]
+    owner = d.argmin(0)
+    inside = d.gather(0, owner[None])[0] < radius_km
+    mass = torch.zeros(len(kept), dtype=cell_mass.dtype, device=cell_mass.device).index_add_(0, owner[inside], cell_mass[inside])
+    order = torch.argsort(mass, descending=True).tolist()[:top]
+    modes = tuple(
+        Mode(lat=float(refined[kept[o], 0]), lon=float(refined[kept[o], 1]), mass=float(mass[o]), radius_km=radius_km,
+             logit=float(peak[kept[o]]))
+        for o in order
+    )
+    return modes
 
 
 # --------------------------------------------------------------------------- anchor decoder (eq. 17)

@@ -89,6 +89,7 @@ def test_mixture_modes_and_credible_regions():
     assert float(geo.great_circle_km(torch.tensor([modes[0].lat, modes[0].lon]), pts[0].double())) < 5
     assert modes[0].mass == pytest.approx(0.5, abs=0.05)
     assert modes[1].mass == pytest.approx(0.25, abs=0.05)
+    assert sum(m.mass for m in modes) <= 1 + 1e-9  # masses are disjoint
     grid = density_grid(e, 90, 180)
     t = credible_thresholds(grid, (0.5, 0.9))
     assert t[0.5] >= t[0.9]

@@ -1,0 +1,315 @@
+"""CLI entry points for the evidence: ``compare``, ``study NAME`` and ``report``.
+
+Registered on ``python -m locdiff.cli`` by ``cli_studies.register(sub)``::
+
+    python -m locdiff.cli compare RUN_DIR                      # LocDiffusion vs kNN / grid / regression on test
+    python -m locdiff.cli study anchors|losses|spatial|calibration|degrees|compare [--run RUN_DIR] [--quick]
+    python -m locdiff.cli report RUN_ID [RUN_ID ...] [--out reports/]
+    python -m locdiff.cli convert mp16|im2gps3k|yfcc4k|yfcc26k|osv5m META.csv --out data.csv   # for train --data
+
+``--data CSV --format FORMAT`` reads a benchmark's published layout directly in the studies;
+``compare RUN_DIR --eval-data CSV --eval-format FORMAT`` evaluates on another benchmark (all items).
+
+A study stores itself as one run of experiment ``study-<name>`` in the experiment store (its
+settings and run config as the config, every table cell as an evaluation) and writes
+``<workdir>/studies/<name>-<run_id>.json``; ``report`` rebuilds Markdown + PNG plots from the store.
+Like ``locdiff/cli.py`` this is an entry point of the hexagon: it may name adapters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from locdiff.config import RunConfig, apply_overrides
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+FORMATS = ("mp16", "im2gps3k", "yfcc4k", "yfcc26k", "osv5m")
+
+
+# --------------------------------------------------------------------------- helpers
+def _progress(**kwargs):
+    from tqdm import tqdm
+
+    return tqdm(mininterval=2.0, dynamic_ncols=True, file=sys.stderr, **kwargs)
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _code_version() -> str:
+    from locdiff.cli import _code_version as version
+
+    return version()
+
+
+def _release_free_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc), so an RSS baseline means something."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class RssProbe:
+    """Peak growth of this process's resident set while the block runs (sampled every 50 ms; Linux /proc, else ru_maxrss)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak_bytes = float("nan")
+
+    @staticmethod
+    def _rss() -> float | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __enter__(self) -> "RssProbe":
+        _release_free_memory()
+        self._start = self._rss()
+        self._peak = self._start or 0.0
+        self._stop = threading.Event()
+        if self._start is not None:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        else:
+            import resource
+
+            self._maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = self._rss()
+            if rss is not None:
+                self._peak = max(self._peak, rss)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._start is not None:
+            self._thread.join()
+            self.peak_bytes = float(max(self._peak, self._rss() or 0) - self._start)
+        else:
+            import resource
+
+            self.peak_bytes = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self._maxrss0)
+
+
+def _config(args) -> RunConfig:
+    overrides = {
+        "model.degree": getattr(args, "degree", None),
+        "data.places_limit": args.places,
+        "data.source": args.data,
+        "data.embedder": args.embedder,
+        "device": args.device,
+        "workdir": args.workdir,
+        "store_url": args.store,
+    }
+    if args.run:
+        from locdiff.container import load_model
+
+        bundle, _ = load_model(Path(args.run))
+        # keep the model's data settings (same places, same splits); use this session's workdir/store/device
+        keep = {k: v for k, v in overrides.items() if k in ("device", "workdir", "store_url", "data.source") and v is not None}
+        keep.setdefault("workdir", "runs")
+        keep.setdefault("store_url", None)
+        data = bundle.config.to_dict()
+        data["store_url"] = None
+        return RunConfig.from_dict(apply_overrides(data, keep))
+    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    return RunConfig.load(path, overrides)
+
+
+def _benchmark_or_csv(path: str, fmt: str | None, image_root: str | None, skip_missing: bool):
+    if fmt:
+        from adapters.benchmark_formats import BenchmarkSource
+
+        return BenchmarkSource(fmt, Path(path), Path(image_root) if image_root else None, missing="skip" if skip_missing else "error")
+    from adapters.csv_source import CsvSource
+
+    return CsvSource(Path(path))
+
+
+def _source(container, args):
+    if args.format:
+        if not args.data:
+            raise ValueError(f"--format {args.format} needs --data CSV (the benchmark's metadata file)")
+        return _benchmark_or_csv(args.data, args.format, args.image_root, args.skip_missing_images)
+    return container.dataset()
+
+
+def _settings(args, study: str):
+    from locdiff.services.studies import default_settings
+
+    def ints(text):
+        return tuple(int(float(x)) for x in text.split(",")) if text else None
+
+    band = tuple(float(x) for x in args.holdout_lat_band.split(",")) if args.holdout_lat_band else None
+    return default_settings(
+        study, quick=args.quick, steps=args.steps, batch_size=args.batch_size, eval_items=args.eval_items,
+        val_items=args.val_items, samples=args.samples, sampler_steps=args.sampler_steps, baseline_steps=args.baseline_steps,
+        seed=args.seed, anchor_sizes=ints(args.anchor_sizes), degrees=ints(args.degrees),
+        losses=tuple(args.losses.split(",")) if args.losses else None,
+        holdout_groups=tuple(args.holdout_groups.split(",")) if args.holdout_groups else None,
+        holdout_lat_band=band,
+    )
+
+
+def _run_study(study: str, args) -> int:
+    from locdiff.container import build_container, load_model
+    from locdiff.services.studies import RUNNERS, StudyEnv, format_result
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.run and study in ("losses", "spatial", "degrees"):
+        raise ValueError(f"study {study!r} trains its own models; --run is only for compare, anchors and calibration")
+    config = _config(args)
+    settings = _settings(args, study)
+    container = build_container(config)
+    compute = container.compute()
+    env = StudyEnv(compute=compute, checkpoints=container.checkpoints(), store=container.store(), workdir=Path(config.workdir),
+                   progress=_progress, code_version=_code_version(), memory=RssProbe, log=_log)
+    kwargs: dict[str, Any] = {}
+    if args.run:
+        bundle, ckpt = load_model(Path(args.run), compute.device)
+        kwargs["bundle"] = bundle
+        _log(f"model {ckpt} (L={bundle.degree}, {bundle.config.diffusion.loss}, {bundle.config.train.steps} steps)")
+    _log(f"study {study}: {json.dumps(settings.to_dict())}")
+    t0 = time.perf_counter()
+    if study == "compare" and args.eval_data:
+        kwargs["eval_source"] = _benchmark_or_csv(args.eval_data, args.eval_format, args.eval_image_root, args.skip_missing_images)
+    result = RUNNERS[study](_source(container, args), container.embedder(), config, env, settings, **kwargs)
+    out = Path(config.workdir) / "studies" / f"{study}-{result.run_id if result.run_id is not None else 'x'}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.to_dict(), indent=2, default=float))
+    print(f"\n## study {study} (run {result.run_id}, {time.perf_counter() - t0:.0f} s)\n")
+    print(format_result(result))
+    print(f"\nresults: {out}\nreport:  python -m locdiff.cli report {result.run_id} --out reports/")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    return _run_study("compare", args)
+
+
+def cmd_study(args) -> int:
+    return _run_study(args.name, args)
+
+
+def cmd_convert(args) -> int:
+    """Write a benchmark's metadata as the generic ``id,lat,lon,image,group`` CSV that ``train --data`` reads."""
+    import csv
+
+    from adapters.benchmark_formats import BenchmarkSource
+
+    src = BenchmarkSource(args.format, Path(args.csv), Path(args.image_root) if args.image_root else None,
+                          missing="skip" if args.skip_missing_images else "error")
+    samples = src.load()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "lat", "lon", "image", "group"])
+        groups = samples.groups or ("",) * len(samples)
+        for sid, (lat, lon), item, group in zip(samples.ids, samples.latlon.tolist(), samples.items, groups):
+            w.writerow([sid, f"{lat:.7f}", f"{lon:.7f}", item, group])
+    print(f"wrote {len(samples)} {args.format} samples to {out}" + (f"; skipped {len(src.skipped)} with missing images" if src.skipped else ""))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from adapters.report import render_report
+    from locdiff.container import build_container
+    from locdiff.services.studies import StudyResult
+
+    config = RunConfig.load(DEFAULT_CONFIG, {"workdir": args.workdir, "store_url": args.store})
+    store = build_container(config).store()
+    results = []
+    for run_id in args.run_ids:
+        record = store.get_run(run_id)
+        if not record.experiment.startswith("study-") or "study" not in record.config:
+            raise ValueError(f"run {run_id} is not a study run (experiment {record.experiment!r}); see `python -m locdiff.cli runs`")
+        results.append(StudyResult.from_run(record))
+    name = args.name or "-".join(f"{r.name}-{r.run_id}" for r in results)
+    path = render_report(results, Path(args.out), name)
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def _study_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML run config of the models a study trains (default: locdiff/default.toml)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a few minutes")
+    p.add_argument("--steps", type=int, help="training steps of each model the study trains")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--degree", type=int, help="SHDD degree L of the models trained (not the degree study)")
+    p.add_argument("--eval-items", type=int, help="test / hold-out items evaluated")
+    p.add_argument("--val-items", type=int, help="validation items (calibration fitting)")
+    p.add_argument("--samples", type=int, help="K diffusion samples per item")
+    p.add_argument("--sampler-steps", type=int, help="DDIM steps")
+    p.add_argument("--baseline-steps", type=int, help="training steps of the grid classifier and regression")
+    p.add_argument("--anchor-sizes", help="Fibonacci grid sizes for the anchor study, e.g. 21000,100000,500000,1000000")
+    p.add_argument("--degrees", help="degrees for the degree study, e.g. 15,23,31,47")
+    p.add_argument("--losses", help="losses for the loss study, e.g. kl,l1,l2,cosine")
+    p.add_argument("--holdout-groups", help="spatial study: comma-separated country codes held out")
+    p.add_argument("--holdout-lat-band", help="spatial study: hold out latitudes LO,HI instead of countries")
+    p.add_argument("--places", type=int, help="number of places (most populous first)")
+    p.add_argument("--data", help="a dataset CSV instead of the places (generic lat,lon,image|text or a --format layout)")
+    p.add_argument("--format", choices=FORMATS, help="the benchmark layout of --data")
+    p.add_argument("--image-root", help="folder of the benchmark's images (default: next to the CSV)")
+    p.add_argument("--skip-missing-images", action="store_true", help="drop rows whose image file is missing (default: error)")
+    p.add_argument("--eval-data", help="compare: evaluate on this dataset (all its items) instead of the test split")
+    p.add_argument("--eval-format", choices=FORMATS, help="the benchmark layout of --eval-data")
+    p.add_argument("--eval-image-root", help="folder of --eval-data's images")
+    p.add_argument("--embedder", choices=["minilm", "clip"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared CPU)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:1 | mps")
+    p.add_argument("--workdir", default="runs", help="where the store, study models and results live (default: runs)")
+    p.add_argument("--store", help="SQLAlchemy URL of the experiment store")
+
+
+def register(subparsers) -> None:
+    """Add ``compare``, ``study`` and ``report`` to the ``python -m locdiff.cli`` sub-commands."""
+    from locdiff.services.studies import STUDIES
+
+    p = subparsers.add_parser("compare", help="LocDiffusion (a trained run) vs kNN, grid classification and regression on test")
+    p.add_argument("run", help="run folder or checkpoint folder of the LocDiffusion model")
+    _study_options(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser("study", help="run an ablation / evidence study and store its tables")
+    p.add_argument("name", choices=STUDIES)
+    p.add_argument("--run", help="a trained model for compare / anchors / calibration (otherwise one is trained)")
+    _study_options(p)
+    p.set_defaults(func=cmd_study, run=None)
+
+    p = subparsers.add_parser("convert", help="benchmark metadata (MP16, Im2GPS3k, YFCC4k/26k, OSV-5M) → generic dataset CSV")
+    p.add_argument("format", choices=FORMATS)
+    p.add_argument("csv", help="the benchmark's metadata CSV as published")
+    p.add_argument("--image-root", help="folder of its images (default: the layout's folder next to the CSV)")
+    p.add_argument("--out", required=True, help="generic CSV to write (id,lat,lon,image,group)")
+    p.add_argument("--skip-missing-images", action="store_true", help="drop rows whose image file is missing (default: error)")
+    p.set_defaults(func=cmd_convert)
+
+    p = subparsers.add_parser("report", help="Markdown + PNG report of stored study runs")
+    p.add_argument("run_ids", nargs="+", type=int, metavar="RUN_ID")
+    p.add_argument("--out", default="reports", help="output folder (default: reports/)")
+    p.add_argument("--name", help="file name without .md (default: from the studies and run ids)")
+    p.add_argument("--workdir", default="runs")
+    p.add_argument("--store", help="SQLAlchemy URL of the experiment store")
+    p.set_defaults(func=cmd_report)

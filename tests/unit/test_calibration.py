@@ -1,0 +1,193 @@
+"""Credible regions, coverage, calibration curves and fitted temperatures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import locdiff
+from locdiff import anchors, geo
+from locdiff.anchors import equiangular
+from locdiff.calibration import (
+    Calibrator,
+    calibration_curve,
+    calibration_error,
+    cell_index,
+    coverage_at,
+    evaluate_calibrator,
+    fit_calibration,
+    hpd_level,
+    hpd_levels,
+    kde_grid,
+    mixture_grid,
+)
+from locdiff.decoding import credible_area_km2, credible_thresholds, density_grid
+from locdiff.prediction import DensityGrid
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def grid_from_mass(mass: torch.Tensor) -> DensityGrid:
+    n_lat, n_lon = mass.shape
+    lat, lon, area = equiangular(n_lat, n_lon)
+    mass = mass.double() / mass.sum()
+    return DensityGrid(lat=lat, lon=lon, density=mass / area[:, None], mass=mass)
+
+
+def test_cell_index_of_known_points():
+    i, j = cell_index(18, 36, torch.tensor([[89.0, -179.0], [-89.0, 179.0], [0.5, 0.5], [90.0, 180.0]]))
+    assert i.tolist() == [0, 17, 8, 0]
+    assert j.tolist() == [0, 35, 18, 0]  # lon 180 wraps to -180
+
+
+def test_density_on_one_known_cell_covers_it_at_every_level_and_nothing_else():
+    mass = torch.full((18, 36), 1e-12)
+    i, j = cell_index(18, 36, torch.tensor([48.0, 11.0]))
+    mass[i, j] = 1.0
+    grid = grid_from_mass(mass)
+    inside = hpd_level(grid, torch.tensor([48.0, 11.0]))
+    outside = hpd_level(grid, torch.tensor([-30.0, -60.0]))
+    assert inside == 0.0
+    assert outside == pytest.approx(float(grid.mass[i, j]), abs=1e-9)  # only the hot cell is denser, ~all the mass
+    assert coverage_at(torch.tensor([inside, outside]), (0.5, 0.9, 0.95)) == {0.5: 0.5, 0.9: 0.5, 0.95: 0.5}
+
+
+def test_hpd_level_agrees_with_credible_thresholds():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        grid = grid_from_mass(torch.rand(12, 24, generator=g, dtype=torch.float64) ** 4)
+        truth = anchors.uniform_random(1, g, dtype=torch.float64)[0]
+        u = hpd_level(grid, truth)
+        i, j = cell_index(12, 24, truth)
+        for level, threshold in credible_thresholds(grid, (0.3, 0.5, 0.9, 0.95)).items():
+            assert (u < level) == bool(grid.density[i, j] >= threshold), (trial, level, u)
+
+
+def test_coverage_curve_and_error_by_hand():
+    u = torch.tensor([0.1, 0.3, 0.6, 0.95])
+    assert coverage_at(u, (0.5, 0.9, 0.95)) == {0.5: 0.5, 0.9: 0.75, 0.95: 0.75}
+    nominal, empirical = calibration_curve(u, (0.2, 0.5, 1.0))
+    assert nominal == [0.2, 0.5, 1.0] and empirical == [0.25, 0.5, 1.0]
+    assert calibration_error(u, (0.2, 0.5, 1.0)) == pytest.approx((0.05 + 0 + 0) / 3)
+    # a uniform u is calibrated
+    assert calibration_error(torch.linspace(0.0005, 0.9995, 1000)) < 0.002
+
+
+def test_mixture_grid_matches_density_grid_at_temperature_one():
+    pts = torch.tensor([[48.0, 11.0], [48.5, 12.0], [-10.0, -60.0]])
+    e = locdiff.encode(pts, 15).double()
+    mine = mixture_grid(e, n_lat=36, n_lon=72, sub=4)
+    ref = density_grid(e, 36, 72)
+    assert float(mine.mass.sum()) == pytest.approx(1.0)
+    assert float((mine.mass - ref.mass).abs().sum()) < 0.03
+
+
+def test_temperature_widens_the_region():
+    e = locdiff.encode(torch.tensor([[10.0, 20.0]]), 15).double()
+    areas = []
+    for t in (1.0, 4.0, 16.0):
+        grid = mixture_grid(e, temperature=t, n_lat=36, n_lon=72, sub=2)
+        areas.append(credible_area_km2(grid, credible_thresholds(grid, (0.9,))[0.9]))
+    assert areas[0] < areas[1] < areas[2]
+
+
+def test_encoded_truth_is_covered_and_a_far_truth_is_not():
+    truth = torch.tensor([[35.0, 139.0], [35.0, 139.0]])
+    e = locdiff.encode(torch.tensor([[35.0, 139.0], [-35.0, -60.0]]), 15)[:, None, :].double()  # [2, K=1, D]
+    u = hpd_levels("sample-temperature", [1.0], e, None, truth, n_lat=36, n_lon=72, sub=2)[:, 0]
+    assert float(u[0]) < 0.5 and float(u[1]) > 0.99
+
+
+def test_kde_grid_is_a_normalised_bump_at_the_samples():
+    grid = kde_grid(torch.tensor([[0.0, 0.0], [0.0, 1.0]]), 300.0, n_lat=36, n_lon=72, sub=2)
+    assert float(grid.mass.sum()) == pytest.approx(1.0)
+    i, j = cell_index(36, 72, torch.tensor([0.5, 0.5]))
+    flat = int(grid.density.flatten().argmax())
+    assert (flat // 72, flat % 72) in {(int(i), int(j)), (int(i) - 1, int(j)), (int(i), int(j) - 1), (int(i) - 1, int(j) - 1)}
+
+
+def test_batched_levels_match_single_maps():
+    g = torch.Generator().manual_seed(1)
+    pts = anchors.uniform_random(6, g, dtype=torch.float64)
+    e = locdiff.encode(pts, 11).double().reshape(2, 3, -1)
+    samples = pts.reshape(2, 3, 2)
+    truth = anchors.uniform_random(2, g, dtype=torch.float64)
+    shape = dict(n_lat=18, n_lon=36, sub=2)
+    for family, params in (("sample-temperature", [1.0, 3.0]), ("mixture-temperature", [0.5, 2.0]), ("kde", [200.0, 2000.0])):
+        batched = hpd_levels(family, params, e, samples, truth, **shape)
+        for n in range(2):
+            for k, p in enumerate(params):
+                single = hpd_level(Calibrator(family, p, **shape).grid(e[n], samples[n]), truth[n])
+                assert float(batched[n, k]) == pytest.approx(single, abs=1e-5), (family, p, n)
+
+
+def overconfident(n: int, seed: int, degree: int = 11, k: int = 4, offset_km: float = 1500.0):
+    """Each item's K samples are sharp SHDD peaks scattered ~offset_km around a centre that is itself ~offset_km off the truth."""
+    g = torch.Generator().manual_seed(seed)
+    truth = anchors.uniform_random(n, g, dtype=torch.float64)
+    rad = offset_km / geo.EARTH_RADIUS_KM
+
+    def jitter(p, m):
+        x = geo.to_xyz(p) + rad * torch.randn(*p.shape[:-1], 3, generator=g, dtype=torch.float64) / math.sqrt(2)
+        return geo.to_latlon(x)
+
+    centre = jitter(truth, n)
+    samples = jitter(centre[:, None, :].expand(n, k, 2), n)
+    coeffs = locdiff.encode(samples.reshape(-1, 2), degree).double().reshape(n, k, -1)
+    return coeffs, samples, truth
+
+
+def test_fitted_temperature_moves_coverage_toward_nominal():
+    shape = dict(n_lat=24, n_lon=48, sub=2)
+    val = overconfident(80, seed=3)
+    test = overconfident(80, seed=4)
+    raw = evaluate_calibrator(Calibrator(**shape), *test)
+    fit = fit_calibration(*val, families=("sample-temperature",), **shape)
+    assert fit.calibrator.family == "sample-temperature" and fit.calibrator.param > 1.0  # overconfident: widen
+    assert fit.val_error < fit.raw_val_error
+    cal = evaluate_calibrator(fit.calibrator, *test)
+    assert raw["coverage@90"] < 75  # the raw maps are overconfident
+    assert abs(cal["coverage@90"] - 90) < abs(raw["coverage@90"] - 90)
+    assert cal["calibration_error"] < raw["calibration_error"]
+    assert cal["median_area_km2@90"] > raw["median_area_km2@90"]
+
+
+def test_fit_chooses_among_families_and_reports_the_search():
+    shape = dict(n_lat=18, n_lon=36, sub=1)
+    val = overconfident(30, seed=5)
+    fit = fit_calibration(*val, params={"sample-temperature": [1, 4, 16], "mixture-temperature": [1, 4], "kde": [300, 3000]}, refine=False, **shape)
+    assert set(fit.search) == {"sample-temperature", "mixture-temperature", "kde"}
+    best = min(err for tried in fit.search.values() for _, err in tried)
+    assert fit.val_error == pytest.approx(best)
+    fit2 = fit_calibration(val[0], None, val[2], families=("kde", "sample-temperature"), params={"sample-temperature": [1, 4]}, refine=False, **shape)
+    assert set(fit2.search) == {"sample-temperature"}  # kde needs decoded samples
+
+
+def test_bad_family_is_rejected():
+    with pytest.raises(ValueError):
+        Calibrator("bogus", 1.0)
+    with pytest.raises(ValueError, match="family"):
+        hpd_levels("bogus", [1.0], torch.zeros(1, 1, 4), None, torch.zeros(1, 2))
+
+
+def test_batched_levels_match_single_maps_for_very_sharp_maps():
+    """Diverged samples (coefficients 30x a code) make maps that underflow: the fit and evaluation paths must agree."""
+    g = torch.Generator().manual_seed(2)
+    pts = anchors.uniform_random(8, g, dtype=torch.float64)
+    e = 30 * locdiff.encode(pts, 11).double().reshape(2, 4, -1)
+    truth = anchors.uniform_random(2, g, dtype=torch.float64)
+    shape = dict(n_lat=18, n_lon=36, sub=2)
+    for family, params in (("sample-temperature", [1.0, 40.0]), ("mixture-temperature", [1.0, 50.0, 200.0])):
+        batched = hpd_levels(family, params, e, pts.reshape(2, 4, 2), truth, **shape)
+        for n in range(2):
+            for k, p in enumerate(params):
+                single = hpd_level(Calibrator(family, p, **shape).grid(e[n]), truth[n])
+                assert float(batched[n, k]) == pytest.approx(single, abs=1e-4), (family, p, n)
