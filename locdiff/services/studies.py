@@ -522,8 +522,9 @@ def gallery_decode(
         p = xyz[top_idx[b, :hot]]
         w = torch.exp((v[:hot] - v[0]).double())
         window = ((p @ p.T) > cos_rho).double() @ w
-        ties = window >= window.max() * (1 - 1e-12)  # equal windows: the lowest anchor index, as anchor_decode
-        out[b] = pts[int(top_idx[b, :hot][ties].min())]
+        ties = window >= window.max() * (1 - 1e-12)  # equal windows: the densest anchor, as anchor_decode
+        best = int(torch.where(ties, v[:hot].double(), -torch.inf).argmax())
+        out[b] = pts[int(top_idx[b, best])]
     return out.reshape(*coeffs.shape[:-1], 2)
 
 
