@@ -28,7 +28,6 @@ line and field. Missing images are errors unless ``missing="skip"`` (then ``skip
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import attrs
 import torch
 
-from adapters.csv_source import DatasetError, _parse_coord
+from adapters.csv_source import DatasetError, _parse_coord, parse_csv_file
 from locdiff.ports import GeoSamples
 
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp")
@@ -108,16 +107,7 @@ class BenchmarkSource:
 
     # ..................................................................... parsing
     def load(self) -> GeoSamples:
-        path = self.csv
-        if not path.is_file():
-            raise DatasetError(path, [f"{path}: file not found (the {self.kind} metadata CSV)"], "cannot read dataset")
-        try:
-            with open(path, encoding="utf-8-sig", newline="") as f:
-                return self._parse(csv.reader(f))
-        except UnicodeDecodeError as e:
-            raise DatasetError(path, [f"{path}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
-        except csv.Error as e:
-            raise DatasetError(path, [f"{path}: malformed CSV: {e}"]) from None
+        return parse_csv_file(self.csv, self._parse, f"the {self.kind} metadata CSV")
 
     def _parse(self, reader) -> GeoSamples:
         path, layout = self.csv, LAYOUTS[self.kind]

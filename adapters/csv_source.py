@@ -54,6 +54,20 @@ def _parse_coord(raw: str, field: str, lo: float, hi: float, hi_open: bool) -> t
     return value, None
 
 
+def parse_csv_file(path: Path, parse, what: str = "") -> GeoSamples:
+    """Open ``path`` as UTF-8 CSV and hand a ``csv.reader`` to ``parse``; I/O and encoding errors become
+    ``DatasetError``s naming the file (``what`` says which file it should have been)."""
+    if not path.is_file():
+        raise DatasetError(path, [f"{path}: file not found{f' ({what})' if what else ''}"], "cannot read dataset")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return parse(csv.reader(f))
+    except UnicodeDecodeError as e:
+        raise DatasetError(path, [f"{path}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
+    except csv.Error as e:
+        raise DatasetError(path, [f"{path}: malformed CSV: {e}"]) from None
+
+
 @attrs.frozen
 class CsvSource:
     """Reads and validates a dataset CSV (see module docstring); raises ``DatasetError``."""
@@ -65,16 +79,7 @@ class CsvSource:
         return self.path.stem
 
     def load(self) -> GeoSamples:
-        path = self.path
-        if not path.is_file():
-            raise DatasetError(path, [f"{path}: file not found"], "cannot read dataset")
-        try:
-            with open(path, encoding="utf-8-sig", newline="") as f:
-                return self._parse(csv.reader(f))
-        except UnicodeDecodeError as e:
-            raise DatasetError(path, [f"{path}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
-        except csv.Error as e:
-            raise DatasetError(path, [f"{path}: malformed CSV: {e}"]) from None
+        return parse_csv_file(self.path, self._parse)
 
     def _parse(self, reader: Any) -> GeoSamples:
         """``reader`` is a ``csv.reader`` (its ``line_num`` locates problems)."""
