@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from locdiff.config import RunConfig, apply_overrides
+from locdiff.diffusion import PROJECTIONS
 from locdiff.metrics import format_table, random_guess_accuracy
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
@@ -277,7 +278,8 @@ def cmd_eval(args) -> int:
     run_id = _run_id_of(Path(args.run))
     rows = {}
     for sampler, steps in _sampler_list(args):
-        settings = EvalConfig(samples=args.samples, sampler=sampler, sampler_steps=steps, reducer=args.reducer, max_items=args.max_items)
+        settings = EvalConfig(samples=args.samples, sampler=sampler, sampler_steps=steps, reducer=args.reducer,
+                              projection=args.projection, max_items=args.max_items)
         ev = evaluate(bundle, data, args.split, settings, device=compute.device, seed=args.seed, store=store, run_id=run_id, progress=_progress)
         if args.hybrid:
             rows[f"LocDiff-H {sampler}-{steps} (+GeoCLIP {args.hybrid_radius:g} km)"] = _hybrid_metrics(
@@ -332,7 +334,7 @@ def cmd_predict(args) -> int:
 
     service = build_prediction_service(Path(args.run), device=args.device, hybrid=args.hybrid, workdir=args.workdir)
     settings = PredictSettings(samples=args.samples, sampler=args.sampler, steps=args.sampler_steps, reducer=args.reducer,
-                               top_modes=args.top, hybrid=args.hybrid, seed=args.seed, grid_lat=90, grid_lon=180)
+                               projection=args.projection, top_modes=args.top, hybrid=args.hybrid, seed=args.seed, grid_lat=90, grid_lon=180)
     results = [service.predict_text(t, settings) for t in args.text] if args.text else []
     if args.images:
         results += service.predict_images([Path(p) for p in args.images], settings)
@@ -450,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim:20", help="comma-separated samplers, e.g. ddpm:100,ddim:20")
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--reducer", default="mode", choices=["centre", "medoid", "mode"])
+    p.add_argument("--projection", default="snap", choices=list(PROJECTIONS),
+                   help="what happens to each step's x0 prediction while sampling (see README)")
     p.add_argument("--all-reducers", action="store_true", help="one row per reducer")
     p.add_argument("--hybrid", action="store_true", help="also evaluate LocDiff-H (GeoCLIP retrieval near the samples)")
     p.add_argument("--hybrid-radius", type=float, default=200.0, help="retrieval radius around the samples (km)")
@@ -466,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
     p.add_argument("--sampler-steps", type=int, default=20)
     p.add_argument("--reducer", default="mode", choices=["centre", "medoid", "mode"])
+    p.add_argument("--projection", default="snap", choices=list(PROJECTIONS),
+                   help="what happens to each step's x0 prediction while sampling (see README)")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--hybrid", action="store_true", help="refine with GeoCLIP retrieval within 200 km of the samples")
     p.add_argument("--seed", type=int, default=0)

@@ -134,6 +134,21 @@ def credible_area_km2(grid: DensityGrid, threshold: float) -> float:
 
 
 # --------------------------------------------------------------------------- continuous decoder
+def grid_argmax(coeffs: torch.Tensor, n_lat: int, *, batch: int = 1024) -> torch.Tensor:
+    """Highest point of ``f_e`` on an equiangular ``n_lat × 2·n_lat`` grid: ``[N, d]`` → ``[N, 2]`` degrees.
+
+    A cheap, grid-limited decoder for intermediate use (e.g. :func:`locdiff.diffusion.project_codes`);
+    :func:`decode` is the arbitrary-resolution one.
+    """
+    check_coeffs(coeffs, "coeffs")
+    lat, lon, _ = equiangular(n_lat, 2 * n_lat, dtype=torch.float64, device=coeffs.device)
+    out = []
+    for start in range(0, coeffs.shape[0], batch):
+        idx = grid_logits(coeffs[start : start + batch].float(), n_lat, 2 * n_lat).flatten(1).argmax(1)
+        out.append(torch.stack([lat[idx // (2 * n_lat)], lon[idx % (2 * n_lat)]], 1))
+    return torch.cat(out) if out else coeffs.new_zeros(0, 2, dtype=torch.float64)
+
+
 def _coarse_size(degree: int) -> tuple[int, int]:
     n_lat = max(16, 2 * (degree + 1))
     return n_lat, 2 * n_lat

@@ -15,9 +15,47 @@ import attrs
 import torch
 
 from locdiff import shdd
+from locdiff.decoding import grid_argmax
 
 LOSSES = ("kl", "l1", "l2", "cosine")
 SCHEDULES = ("cosine", "linear")
+PROJECTIONS = ("none", "norm", "degree", "snap")
+
+
+def project_codes(x0: torch.Tensor, kind: str, scale: float = math.sqrt(4 * math.pi)) -> torch.Tensor:
+    """Put predicted clean latents back where valid SHDD codes live (used between sampling steps).
+
+    Every encoding ``C = Y(θ0, φ0)`` has, per degree l, ``Σ_m C_lm² = (2l+1)/4π`` (addition theorem),
+    so its latent ``scale·C`` has degree-block norms ``sqrt(2l+1)`` (``scale = sqrt(4π)``), total norm
+    ``L+1`` and a constant ``l = 0`` entry of 1. The KL (eq. 16) sees neither that entry nor, only
+    weakly, the overall length, so an x0-predicting network left alone lets both drift along the
+    chain. ``"degree"`` rescales each degree block to its norm and fixes ``l = 0``; ``"norm"`` only
+    rescales the whole vector to length ``L+1``; ``"snap"`` replaces x0 by the encoding of the
+    highest point of ``f_e`` on an equiangular grid of spacing 45°/(L+1) (the code manifold
+    itself, like clipping x0 to the data range in image diffusion); ``"none"`` returns ``x0``.
+    """
+    if kind == "none":
+        return x0
+    if kind not in PROJECTIONS:
+        raise ValueError(f"unknown x0 projection {kind!r}; expected one of {PROJECTIONS}")
+    dim = x0.shape[-1]
+    degree = math.isqrt(dim) - 1
+    if (degree + 1) ** 2 != dim:
+        raise ValueError(f"SHDD vectors have (L+1)^2 entries; got {dim}")
+    unit = scale / math.sqrt(4 * math.pi)
+    if kind == "snap":
+        return shdd.encode(grid_argmax(x0, 4 * (degree + 1)).to(x0.device), degree).to(x0.dtype) * scale
+    if kind == "norm":
+        return x0 * ((degree + 1) * unit / x0.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    ls = torch.arange(degree + 1, device=x0.device)
+    owner = torch.repeat_interleave(ls, 2 * ls + 1)  # degree of each entry
+    block_sq = torch.zeros(x0.shape[:-1] + (degree + 1,), dtype=x0.dtype, device=x0.device)
+    block_sq.index_add_(-1, owner, x0.square())
+    target = (2 * ls + 1).to(x0.dtype).sqrt() * unit
+    gain = target / block_sq.sqrt().clamp_min(1e-12)
+    out = x0 * gain.index_select(-1, owner)
+    out[..., 0] = unit  # Y_00 = 1/sqrt(4π) > 0 everywhere
+    return out
 
 
 def linear_betas(steps: int, start: float = 1e-4, end: float = 0.02) -> torch.Tensor:
@@ -68,6 +106,7 @@ class Diffusion:
 
     schedule: Schedule
     data_scale: float = math.sqrt(4 * math.pi)
+    projection: str = attrs.field(default="degree", validator=attrs.validators.in_(PROJECTIONS))
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε``."""
@@ -127,13 +166,16 @@ class Diffusion:
         steps: int | None = None,
         eta: float = 0.0,
         generator: torch.Generator | None = None,
+        projection: str | None = None,
     ) -> torch.Tensor:
         """Draw one SHDD vector per condition row (repeat rows for K samples): ``[B, d_I]`` → ``[B, dim]``.
 
         ``ddpm`` runs the full ancestral chain (paper: 100 steps); ``ddim`` (Song et al. 2021)
         visits ``steps`` evenly spaced timesteps, deterministic for ``eta = 0``. Returned vectors
-        are in SHDD units (``data_scale`` removed), ready for :func:`locdiff.decode`.
+        are in SHDD units (``data_scale`` removed), ready for :func:`locdiff.decode`. Each step's x0
+        prediction is projected with :func:`project_codes` (``projection``, default the instance's).
         """
+        projection = self.projection if projection is None else projection
         gen_device = generator.device if generator is not None else cond.device
         x = torch.randn((cond.shape[0], dim), generator=generator, device=gen_device, dtype=cond.dtype).to(cond.device)
         abar = self.schedule.alphas_cumprod.to(cond.device)
@@ -147,7 +189,9 @@ class Diffusion:
             raise ValueError(f"unknown sampler {sampler!r}; expected 'ddpm' or 'ddim'")
         for i, t in enumerate(times):
             tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            x0 = model(x, tt, cond)
+            # the last x0 is the answer: keep it continuous (decode refines it); never snap it to the grid
+            last_kind = "degree" if projection == "snap" and i + 1 == len(times) else projection
+            x0 = project_codes(model(x, tt, cond), last_kind, self.data_scale)
             a_t = abar[t].to(x.dtype)
             prev = times[i + 1] if i + 1 < len(times) else -1
             a_prev = abar[prev].to(x.dtype) if prev >= 0 else torch.ones((), dtype=x.dtype, device=x.device)

@@ -60,6 +60,7 @@ class PredictSettings:
     sampler: str = attrs.field(default="ddim", validator=attrs.validators.in_(("ddpm", "ddim")))
     steps: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     reducer: str = attrs.field(default="mode", validator=attrs.validators.in_(("centre", "medoid", "mode")))
+    projection: str = attrs.field(default="snap", validator=attrs.validators.in_(("none", "norm", "degree", "snap")))
     grid_lat: int = attrs.field(default=180, validator=attrs.validators.ge(4))
     grid_lon: int = attrs.field(default=360, validator=attrs.validators.ge(8))
     top_modes: int = attrs.field(default=5, validator=attrs.validators.ge(1))

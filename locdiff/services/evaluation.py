@@ -53,6 +53,7 @@ def evaluate(
         sampler=settings.sampler,
         steps=settings.sampler_steps,
         reducer=settings.reducer,
+        projection=settings.projection,
         seed=seed,
         device=device,
         progress=progress,

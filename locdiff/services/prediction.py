@@ -75,7 +75,8 @@ class PredictionService:
         if settings.seed is not None and self.device.type != "mps":
             g = torch.Generator(device=self.device).manual_seed(settings.seed)
         e = sample_coefficients(
-            self.bundle, cond.to(self.device), samples=settings.samples, sampler=settings.sampler, steps=settings.steps, generator=g
+            self.bundle, cond.to(self.device), samples=settings.samples, sampler=settings.sampler, steps=settings.steps, generator=g,
+            projection=settings.projection,
         )[0].float()
         samples = decode(e).double().cpu()
         radius = default_radius_km(self.bundle.degree)

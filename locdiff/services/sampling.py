@@ -19,11 +19,14 @@ def sample_coefficients(
     sampler: str,
     steps: int,
     generator: torch.Generator | None = None,
+    projection: str | None = None,
 ) -> torch.Tensor:
-    """``[B, d_I]`` conditions → ``[B, K, (L+1)^2]`` SHDD samples."""
+    """``[B, d_I]`` conditions → ``[B, K, (L+1)^2]`` SHDD samples (x0 projection: the diffusion's default if None)."""
     bundle.net.eval()
     rep = cond.repeat_interleave(samples, 0)
-    e = bundle.diffusion.sample(bundle.net, rep, dim=bundle.dim, sampler=sampler, steps=steps, generator=generator)
+    e = bundle.diffusion.sample(
+        bundle.net, rep, dim=bundle.dim, sampler=sampler, steps=steps, generator=generator, projection=projection
+    )
     return e.reshape(cond.shape[0], samples, bundle.dim)
 
 
@@ -41,6 +44,7 @@ def predict_locations(
     device: torch.device | None = None,
     progress: ProgressFactory | None = None,
     keep_coefficients: bool = False,
+    projection: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Point predictions ``[B, 2]``, decoded samples ``[B, K, 2]`` (and the coefficients, if asked)."""
     device = device or next(bundle.net.parameters()).device
@@ -49,7 +53,7 @@ def predict_locations(
     bar = (progress or NullProgress)(total=cond.shape[0], desc=f"sample {sampler}")
     for start in range(0, cond.shape[0], batch):
         c = cond[start : start + batch].to(device)
-        e = sample_coefficients(bundle, c, samples=samples, sampler=sampler, steps=steps, generator=g)
+        e = sample_coefficients(bundle, c, samples=samples, sampler=sampler, steps=steps, generator=g, projection=projection)
         locs = decode(e.reshape(-1, bundle.dim).float()).reshape(c.shape[0], samples, 2).double()
         points.append(reduce_samples(locs, reducer, radius_km=2 * default_radius_km(bundle.degree)).cpu())
         all_samples.append(locs.cpu())
