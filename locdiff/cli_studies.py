@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from locdiff.config import RunConfig, apply_overrides
+from locdiff.diffusion import PROJECTIONS
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 FORMATS = ("mp16", "im2gps3k", "yfcc4k", "yfcc26k", "osv5m")
@@ -161,7 +162,8 @@ def _settings(args, study: str):
     band = tuple(float(x) for x in args.holdout_lat_band.split(",")) if args.holdout_lat_band else None
     return default_settings(
         study, quick=args.quick, steps=args.steps, batch_size=args.batch_size, eval_items=args.eval_items,
-        val_items=args.val_items, samples=args.samples, sampler_steps=args.sampler_steps, baseline_steps=args.baseline_steps,
+        val_items=args.val_items, samples=args.samples, sampler_steps=args.sampler_steps,
+        projection=args.projection, baseline_steps=args.baseline_steps,
         seed=args.seed, anchor_sizes=ints(args.anchor_sizes), degrees=ints(args.degrees),
         losses=tuple(args.losses.split(",")) if args.losses else None,
         holdout_groups=tuple(args.holdout_groups.split(",")) if args.holdout_groups else None,
@@ -261,6 +263,8 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-items", type=int, help="validation items (calibration fitting)")
     p.add_argument("--samples", type=int, help="K diffusion samples per item")
     p.add_argument("--sampler-steps", type=int, help="DDIM steps")
+    p.add_argument("--projection", choices=list(PROJECTIONS),
+                   help="x0 projection between sampling steps (default snap)")
     p.add_argument("--baseline-steps", type=int, help="training steps of the grid classifier and regression")
     p.add_argument("--anchor-sizes", help="Fibonacci grid sizes for the anchor study, e.g. 21000,100000,500000,1000000")
     p.add_argument("--degrees", help="degrees for the degree study, e.g. 15,23,31,47")

@@ -39,7 +39,7 @@ from locdiff.bundle import ModelBundle
 from locdiff.calibration import RAW, evaluate_calibrator, fit_calibration
 from locdiff.config import RunConfig, apply_overrides
 from locdiff.decoding import decode, default_radius_km
-from locdiff.diffusion import LOSSES
+from locdiff.diffusion import LOSSES, PROJECTIONS
 from locdiff.harmonics import real_sh
 from locdiff.metrics import SCALES_KM, format_table, random_guess_accuracy, summarize
 from locdiff.ports import CheckpointStore, Compute, DatasetSource, Embedder, ExperimentStore, RunRecord
@@ -73,6 +73,7 @@ class StudySettings:
     samples: int = 16  # K diffusion samples per item
     sampler: str = "ddim"
     sampler_steps: int = 20
+    projection: str = attrs.field(default="snap", validator=attrs.validators.in_(PROJECTIONS))  # x0 between steps
     baseline_steps: int = 1500
     baseline_cells: tuple[int, ...] = attrs.field(default=(256, 1024), converter=_tuple)
     seed: int = 0
@@ -352,7 +353,8 @@ def sample_items(bundle: ModelBundle, data: PreparedData, index: torch.Tensor, s
     t0 = time.perf_counter()
     _, samples, coeffs = predict_locations(
         bundle, data.cond[index], samples=settings.samples, sampler=settings.sampler, steps=settings.sampler_steps,
-        seed=settings.seed, device=env.compute.device, progress=env.progress, keep_coefficients=True,
+        projection=settings.projection, seed=settings.seed, device=env.compute.device, progress=env.progress,
+        keep_coefficients=True,
     )
     return Sampled(samples, coeffs.float(), data.latlon[index].double(), time.perf_counter() - t0)
 
