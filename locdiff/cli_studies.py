@@ -184,7 +184,8 @@ def _run_study(study: str, args) -> int:
     container = build_container(config)
     compute = container.compute()
     env = StudyEnv(compute=compute, checkpoints=container.checkpoints(), store=container.store(), workdir=Path(config.workdir),
-                   progress=_progress, code_version=_code_version(), memory=RssProbe, log=_log)
+                   progress=_progress, code_version=_code_version(), memory=RssProbe, log=_log,
+                   reuse_models=not args.retrain)
     kwargs: dict[str, Any] = {}
     if args.run:
         bundle, ckpt = load_model(Path(args.run), compute.device)
@@ -281,6 +282,8 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-image-root", help="folder of --eval-data's images")
     p.add_argument("--embedder", choices=["minilm", "clip"])
     p.add_argument("--seed", type=int)
+    p.add_argument("--retrain", action="store_true",
+                   help="train every model afresh (default: reuse a finished study model with the same training config)")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared CPU)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:1 | mps")
     p.add_argument("--workdir", default="runs", help="where the store, study models and results live (default: runs)")

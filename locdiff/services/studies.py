@@ -136,6 +136,7 @@ class StudyEnv:
     code_version: str = "unknown"
     memory: MemoryProbe | None = None
     log: Callable[[str], None] | None = None
+    reuse_models: bool = True  # a finished study model with the same training config is loaded, not retrained
 
     def say(self, message: str) -> None:
         if self.log is not None:
@@ -310,8 +311,53 @@ def _peak_memory(env: StudyEnv) -> Iterator[dict[str, float]]:
         yield out
 
 
+def _training_key(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What determines the trained weights: the model, diffusion, train and data sections (not eval, paths, device)."""
+    full = RunConfig.from_dict(config).to_dict()
+    return {k: full[k] for k in ("model", "diffusion", "train", "data")}
+
+
+def reusable_model(config: RunConfig, env: StudyEnv, *, experiment: str) -> TrainedModel | None:
+    """The newest finished study model (any ``study-*-model`` experiment) with the same training config as ``config``.
+
+    Its final checkpoint must exist under ``<workdir>/studies/<experiment>-<run>/checkpoints``.
+    Training time comes from the run's logged ``steps_per_s`` and the peak memory from its
+    ``peak_mem_MB`` metric (NaN for runs that did not log it).
+    """
+    if env.store is None or not env.reuse_models:
+        return None
+    key = _training_key(config.to_dict())
+    for record in sorted(env.store.list_runs(), key=lambda r: -r.run_id):
+        if not (record.experiment.startswith("study-") and record.experiment.endswith("-model")) or record.status != "finished":
+            continue
+        try:
+            if _training_key(record.config) != key:
+                continue
+        except (ValueError, TypeError, KeyError):
+            continue
+        target = env.checkpoints.latest(env.workdir / "studies" / f"{record.experiment}-{record.run_id}" / "checkpoints")
+        if target is None:
+            continue
+        tensors, meta = env.checkpoints.load(target)
+        if int(meta.get("step", -1)) != config.train.steps:
+            continue
+        bundle = ModelBundle.from_checkpoint(tensors, meta, env.compute.device, where=str(target))
+        m = record.metrics
+        rate = m.get("steps_per_s", math.nan)
+        env.say(f"{experiment}: reusing run {record.run_id} ({target}), trained with the same config")
+        return TrainedModel(bundle, record.run_id, config.train.steps / rate if rate > 0 else math.nan, config.train.steps,
+                            m.get("peak_mem_MB", math.nan), m.get("loss_ema", math.nan))
+    return None
+
+
 def train_model(config: RunConfig, data: PreparedData, env: StudyEnv, *, experiment: str) -> TrainedModel:
-    """Train one LocDiffusion model with :func:`locdiff.services.training.train` (a run of its own)."""
+    """Train one LocDiffusion model with :func:`locdiff.services.training.train` (a run of its own), or reuse one."""
+    reused = reusable_model(config, env, experiment=experiment)
+    if reused is not None:
+        if reused.bundle.embedder_id != data.embedder_id:
+            raise ValueError(f"run {reused.run_id}: trained on {reused.bundle.embedder_id!r}, data embedded with {data.embedder_id!r}")
+        reused.bundle.net.eval()
+        return reused
     run_id = env.store.start_run(experiment, config.to_dict(), env.code_version) if env.store is not None else None
     bundle = ModelBundle.create(config, data.cond_dim, data.embedder_id, env.compute.device)
     folder = env.workdir / "studies" / f"{experiment}-{run_id if run_id is not None else int(time.time())}"
@@ -326,6 +372,7 @@ def train_model(config: RunConfig, data: PreparedData, env: StudyEnv, *, experim
             env.store.finish_run(run_id, "failed")
         raise
     if env.store is not None and run_id is not None:
+        env.store.log_metrics(run_id, result.step, {"peak_mem_MB": mem["mb"], "train_s": result.seconds})
         env.store.finish_run(run_id, "interrupted" if result.interrupted else "finished")
     if result.interrupted:
         raise KeyboardInterrupt

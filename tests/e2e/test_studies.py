@@ -7,6 +7,7 @@ import csv
 import math
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 
@@ -124,6 +125,24 @@ def test_compare_with_a_given_model_trains_nothing(env):
     before = len(env.store.list_runs())
     result = studies.compare(SyntheticSource(), LocationEmbedder(), config, env, tiny("compare"), bundle=trained.bundle)
     assert not result.model_runs and len(env.store.list_runs()) == before + 1  # only the study run
+
+
+def test_a_finished_study_model_is_reused_across_studies_unless_retrain(env):
+    config = tiny_config()
+    first = studies.compare(SyntheticSource(), LocationEmbedder(), config, env, tiny("compare"))
+    (model_run,) = first.model_runs.values()
+    models_before = [r.run_id for r in env.store.list_runs() if r.experiment.endswith("-model")]
+    # a different study with the same training sizes and a different sampling setting reuses the same weights
+    second = studies.calibration_study(SyntheticSource(), LocationEmbedder(), config, env, tiny("calibration", projection="degree"))
+    assert second.model_runs == {"locdiff": model_run}
+    assert [r.run_id for r in env.store.list_runs() if r.experiment.endswith("-model")] == models_before
+    reused = studies.reusable_model(studies.study_config(config, tiny("compare")), env, experiment="x")
+    assert reused is not None and reused.run_id == model_run and reused.steps == 8
+    assert reused.seconds > 0 and not math.isnan(reused.final_loss)
+    # another training config (more steps) is not a match; --retrain trains afresh
+    assert studies.reusable_model(studies.study_config(config, tiny("compare", steps=9)), env, experiment="x") is None
+    fresh = studies.compare(SyntheticSource(), LocationEmbedder(), config, attrs.evolve(env, reuse_models=False), tiny("compare"))
+    assert fresh.model_runs["locdiff"] != model_run
 
 
 def test_report_renders_markdown_and_plots(env, tmp_path):
