@@ -21,6 +21,14 @@ levels 5 %, 10 %, ..., 95 %:
 * ``mixture-temperature`` τ: the mixture's log-density is divided by τ;
 * ``kde`` bandwidth b (km): the map is a von Mises–Fisher kernel density of the K decoded sample
   locations with angular bandwidth b (the samples' spread carries the uncertainty).
+
+A reshaped map can still not fix every curve: when a few confident predictions are wrong by a
+continent, coverage is too high at low levels and too low at high ones, and no single parameter
+moves both toward the diagonal. The fitted calibrator therefore also keeps the sorted validation
+HPD levels and relabels the regions (split conformal prediction with the HPD level as the score):
+the region reported at level α is the HPD region at the ⌈(n+1)α⌉-th smallest validation score,
+which covers the truth with probability ≥ α for exchangeable data (Vovk et al.; Angelopoulos &
+Bates 2021). The map is unchanged; only the mass each region holds is relabelled.
 """
 
 from __future__ import annotations
@@ -161,6 +169,13 @@ class Calibrator:
     n_lat: int = 180
     n_lon: int = 360
     sub: int = 2
+    scores: tuple[float, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(float(x) for x in v)))
+
+    def level(self, alpha: float) -> float:
+        """The HPD level whose region is reported as the α-credible region (α itself without conformal scores)."""
+        if not self.scores:
+            return float(alpha)
+        return conformal_level(self.scores, alpha)
 
     def grid(self, e: torch.Tensor | None, samples: torch.Tensor | None = None) -> DensityGrid:
         """The map of one prediction from its K SHDD samples ``e`` [K, D] (and decoded ``samples`` [K, 2] for ``kde``)."""
@@ -178,7 +193,18 @@ class Calibrator:
 
     def describe(self) -> str:
         unit = " km" if self.family == "kde" else ""
-        return f"{self.family} {self.param:.3g}{unit}"
+        extra = f" + conformal levels (n={len(self.scores)})" if self.scores else ""
+        return f"{self.family} {self.param:.3g}{unit}{extra}"
+
+
+def conformal_level(scores: Sequence[float], alpha: float) -> float:
+    """Split-conformal HPD level from sorted validation HPD levels: just above the ⌈(n+1)α⌉-th smallest (1 if none)."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"credible level must be in (0, 1), got {alpha}")
+    k = math.ceil((len(scores) + 1) * alpha)
+    if k > len(scores):
+        return 1.0
+    return min(math.nextafter(float(scores[k - 1]), math.inf), 1.0)
 
 
 RAW = Calibrator()
@@ -252,12 +278,15 @@ def fit_calibration(
     n_lon: int = 360,
     sub: int = 2,
     refine: bool = True,
+    conformal: bool = True,
     on_item: Callable[[int], None] | None = None,
 ) -> CalibrationFit:
     """Choose the family and parameter minimising :func:`calibration_error` on these (validation) items.
 
     A log-spaced grid per family, then (``refine``) four points between the best one and each
-    neighbour. Families needing decoded locations are skipped when ``samples`` is None.
+    neighbour. Families needing decoded locations are skipped when ``samples`` is None. With
+    ``conformal`` the chosen calibrator also keeps these items' HPD levels under its map (see the
+    module docstring); ``val_error`` is the error before that relabelling.
     """
     shape = dict(n_lat=n_lat, n_lon=n_lon, sub=sub)
     search: dict[str, list[tuple[float, float]]] = {}
@@ -285,7 +314,11 @@ def fit_calibration(
     if best is None:
         raise ValueError(f"no calibration family could be fitted from {list(families)}")
     raw_u = hpd_levels("sample-temperature", [1.0], coeffs, samples, truth, **shape)[:, 0]
-    return CalibrationFit(best[1], best[0], calibration_error(raw_u, levels), search)
+    chosen = best[1]
+    if conformal:
+        u = hpd_levels(chosen.family, [chosen.param], coeffs, samples, truth, **shape)[:, 0]
+        chosen = attrs.evolve(chosen, scores=tuple(u.tolist()))
+    return CalibrationFit(chosen, best[0], calibration_error(raw_u, levels), search)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -307,20 +340,23 @@ def evaluate_calibrator(
     u = torch.empty(truth.shape[0], dtype=torch.float64)
     inside = {float(a): torch.zeros(truth.shape[0], dtype=torch.bool) for a in levels}
     areas = {float(a): torch.empty(truth.shape[0], dtype=torch.float64) for a in levels}
+    used = {float(a): calibrator.level(float(a)) for a in levels}  # reported level -> HPD level of its region
     for n in range(truth.shape[0]):
         grid = calibrator.grid(coeffs[n].cpu() if coeffs is not None else None, None if samples is None else samples[n].cpu())
         u[n] = hpd_level(grid, truth[n])
-        thresholds = credible_thresholds(grid, tuple(float(a) for a in levels))
+        thresholds = credible_thresholds(grid, tuple(used.values()))
         i, j = cell_index(grid.lat.shape[0], grid.lon.shape[0], truth[n])
-        for a, t in thresholds.items():
+        for a, level in used.items():
+            t = thresholds[level]
             inside[a][n] = bool(grid.density[i, j] >= t)
             areas[a][n] = credible_area_km2(grid, t)
         if on_item is not None:
             on_item(n)
-    nominal, empirical = calibration_curve(u, curve_levels)
+    nominal = [float(a) for a in curve_levels]
+    empirical = [float((u < calibrator.level(a)).double().mean()) for a in nominal]
     out: dict[str, object] = {
         "calibrator": calibrator.describe(),
-        "calibration_error": calibration_error(u, curve_levels),
+        "calibration_error": sum(abs(e - a) for a, e in zip(nominal, empirical)) / len(nominal),
         "curve": (nominal, empirical),
         "hpd_levels": u,
         "n": float(truth.shape[0]),

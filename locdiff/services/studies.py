@@ -748,7 +748,11 @@ def calibration_study(source: DatasetSource, embedder: Embedder, config: RunConf
         bar.close()
         raw = attrs.evolve(RAW, **shape)
         rows = {}
-        for label, cal in (("raw (τ=1)", raw), (f"calibrated: {fit.calibrator.describe()}", fit.calibrator)):
+        reshaped = attrs.evolve(fit.calibrator, scores=())
+        candidates = [("raw (τ=1)", raw), (f"calibrated: {reshaped.describe()}", reshaped)]
+        if fit.calibrator.scores:
+            candidates.append((f"calibrated: {fit.calibrator.describe()}", fit.calibrator))
+        for label, cal in candidates:
             bar = (env.progress or NullProgress)(total=test.numel(), desc=f"coverage {label}")
             ev = evaluate_calibrator(cal, s_test.coeffs, s_test.samples, s_test.truth, on_item=lambda _: bar.update(1))
             bar.close()
@@ -769,7 +773,8 @@ def calibration_study(source: DatasetSource, embedder: Embedder, config: RunConf
             f"Maps: mixture of the {settings.samples} samples' densities on a {n_lat}×{n_lon} grid; the truth is covered when "
             "its cell is in the HPD region. Calibration family and parameter chosen on validation items only "
             f"(mean |coverage − nominal| over 5 %…95 %); chosen: {fit.calibrator.describe()} (val error "
-            f"{fit.val_error:.3f}, raw {fit.raw_val_error:.3f})."
+            f"{fit.val_error:.3f}, raw {fit.raw_val_error:.3f}). Conformal levels: the α-region is the HPD region at the "
+            "⌈(n+1)α⌉-th smallest validation HPD level (split conformal; ≥ α coverage for exchangeable items)."
         )
     return _finish(env, result)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import pytest
 import torch
 
@@ -191,3 +192,48 @@ def test_batched_levels_match_single_maps_for_very_sharp_maps():
             for k, p in enumerate(params):
                 single = hpd_level(Calibrator(family, p, **shape).grid(e[n]), truth[n])
                 assert float(batched[n, k]) == pytest.approx(single, abs=1e-4), (family, p, n)
+
+
+def sometimes_wrong(n: int, seed: int, degree: int = 11, k: int = 4, wrong: float = 0.25):
+    """Sharp samples near the truth (~150 km) for most items, near a random far place for a ``wrong`` fraction."""
+    g = torch.Generator().manual_seed(seed)
+    truth = anchors.uniform_random(n, g, dtype=torch.float64)
+    far = anchors.uniform_random(n, g, dtype=torch.float64)
+    centre = torch.where((torch.rand(n, 1, generator=g, dtype=torch.float64) < wrong), far, truth)
+    rad = 150.0 / geo.EARTH_RADIUS_KM
+    xyz = geo.to_xyz(centre)[:, None, :] + rad * torch.randn(n, k, 3, generator=g, dtype=torch.float64)
+    samples = geo.to_latlon(xyz)
+    coeffs = locdiff.encode(samples.reshape(-1, 2), degree).double().reshape(n, k, -1)
+    return coeffs, samples, truth
+
+
+def test_conformal_level_by_hand():
+    from locdiff.calibration import conformal_level
+
+    scores = [0.1 * i for i in range(1, 10)]  # n = 9
+    assert conformal_level(scores, 0.5) == pytest.approx(0.5) and conformal_level(scores, 0.5) > 0.5  # ⌈10·0.5⌉ = 5th
+    assert conformal_level(scores, 0.1) > 0.1 and conformal_level(scores, 0.1) == pytest.approx(0.1)  # 1st
+    assert conformal_level(scores, 0.95) == 1.0  # ⌈9.5⌉ = 10 > n: the whole sphere
+    assert Calibrator().level(0.9) == 0.9  # no scores: the nominal level
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="credible level must be in"):
+            conformal_level(scores, bad)
+
+
+def test_conformal_levels_fix_coverage_that_no_temperature_can():
+    """A quarter of the predictions confidently wrong: coverage@90 ≈ 75 % raw; conformal levels bring it to 90 ± 5 %."""
+    shape = dict(n_lat=24, n_lon=48, sub=1)
+    val, test = sometimes_wrong(200, seed=7), sometimes_wrong(200, seed=8)
+    fit = fit_calibration(*val, families=("sample-temperature",), params={"sample-temperature": [0.5, 1, 2, 4, 8]},
+                          refine=False, **shape)
+    assert len(fit.calibrator.scores) == 200 and "conformal" in fit.calibrator.describe()
+    plain = evaluate_calibrator(attrs.evolve(fit.calibrator, scores=()), *test)
+    conformal = evaluate_calibrator(fit.calibrator, *test)
+    assert plain["coverage@90"] < 85
+    assert abs(conformal["coverage@90"] - 90) <= 5
+    assert conformal["coverage@50"] >= 45  # ≥ α is the guarantee; ties at the peak cell (u = 0) make it conservative
+    assert conformal["calibration_error"] < plain["calibration_error"]
+    assert conformal["median_area_km2@90"] > plain["median_area_km2@90"]  # honesty costs area
+    no_conformal = fit_calibration(*val, families=("sample-temperature",), params={"sample-temperature": [1, 2]},
+                                   refine=False, conformal=False, **shape)
+    assert no_conformal.calibrator.scores == ()
