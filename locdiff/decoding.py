@@ -13,13 +13,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 import math
 
 import torch
 
 from locdiff import geo
 from locdiff.anchors import equiangular
-from locdiff.harmonics import DEFAULT_CHUNK, legendre_table, real_sh, sh_index
+from locdiff.harmonics import legendre_table, real_sh, sh_index
 from locdiff.prediction import DensityGrid, Mode
 from locdiff.shdd import check_coeffs
 
@@ -320,33 +321,53 @@ def find_modes(
 
 # --------------------------------------------------------------------------- anchor decoder (eq. 17)
 def anchor_decode(
-    coeffs: torch.Tensor, anchors: torch.Tensor, *, rho_km: float | None = None, chunk: int = DEFAULT_CHUNK
+    coeffs: torch.Tensor,
+    anchors: torch.Tensor,
+    *,
+    rho_km: float | None = None,
+    cap: int = 2048,
+    chunk: int = 16_384,
+    batch: int = 2048,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """The paper's mode-seeking decoder over an anchor set (eq. 17): ``[B, D]`` → ``[B, 2]``.
+    """The paper's mode-seeking decoder over an anchor set (eq. 17): ``[..., D]`` → ``[..., 2]``.
 
-    Returns the anchor maximising ``Σ_{|a_i - a| < ρ} exp(f_e(a_i))``. Logits are computed in
-    anchor chunks (memory: ``[B, N]`` logits plus one ``[chunk, D]`` block); only anchors within
-    ``_NEGLIGIBLE`` of each vector's maximum can matter and enter the window sums.
+    Returns the anchor maximising ``Σ_{|a_i - a| < ρ} exp(f_e(a_i))`` (ρ: the resolution radius by
+    default). Built for thousands of vectors and millions of anchors: each anchor chunk's harmonics
+    are evaluated once for all vectors and a streaming top-k keeps each vector's ``cap`` best
+    anchors (memory ``[B, cap]`` + one chunk, never ``[B, N]``); only those within ``_NEGLIGIBLE``
+    of the best logit enter the window sums (anchors beyond carry < e^-30 of the peak or, with
+    dense anchors, a negligible share of the window). Windows are tested on unit vectors; equal
+    windows (ρ much wider than the peak) are broken by density.
     """
     degree = check_coeffs(coeffs, "coeffs")
     e = coeffs.reshape(-1, coeffs.shape[-1])
-    anchors = geo.validate_latlon(anchors, "anchors").to(device=e.device)
+    pts = geo.validate_latlon(anchors, "anchors").to(e.device)
     rho_km = default_radius_km(degree) if rho_km is None else rho_km
-    f = torch.empty(e.shape[0], anchors.shape[0], dtype=e.dtype, device=e.device)
+    n, b_total = pts.shape[0], e.shape[0]
+    cap = min(cap, n)
+    top_val = torch.full((b_total, cap), -math.inf, dtype=e.dtype, device=e.device)
+    top_idx = torch.zeros((b_total, cap), dtype=torch.long, device=e.device)
     with torch.no_grad():
-        for start in range(0, anchors.shape[0], chunk):
-            y = real_sh(anchors[start : start + chunk].to(e.dtype), degree, validate=False)
-            f[:, start : start + chunk] = e @ y.T
-    out = []
-    for b in range(e.shape[0]):
-        fb = f[b]
-        hot = (fb > fb.max() - _NEGLIGIBLE).nonzero()[:, 0]
-        if hot.numel() > 8192:
-            hot = torch.topk(fb, 8192).indices
-        pts = anchors[hot]
-        weight = torch.exp((fb[hot] - fb.max()).double())
-        window = (geo.pairwise_km(pts.double(), pts.double()) < rho_km).double() @ weight
-        # a window much wider than the peak gives many anchors the same mass: break ties by density
-        tied = window >= window.max() * (1 - 1e-12)
-        out.append(pts[torch.where(tied, fb[hot].double(), -torch.inf).argmax()])
-    return torch.stack(out).reshape(*coeffs.shape[:-1], 2)
+        for start in range(0, n, chunk):
+            y = real_sh(pts[start : start + chunk].to(e.dtype), degree, validate=False)
+            ids = torch.arange(start, start + y.shape[0], device=e.device)
+            for b0 in range(0, b_total, batch):
+                f = e[b0 : b0 + batch] @ y.T
+                vals = torch.cat((top_val[b0 : b0 + batch], f), 1)
+                idx = torch.cat((top_idx[b0 : b0 + batch], ids.expand(f.shape[0], -1)), 1)
+                v, k = torch.topk(vals, cap, dim=1)
+                top_val[b0 : b0 + batch], top_idx[b0 : b0 + batch] = v, idx.gather(1, k)
+            if on_chunk is not None:
+                on_chunk(y.shape[0])
+        xyz = geo.to_xyz(pts.double())
+        cos_rho = math.cos(rho_km / geo.EARTH_RADIUS_KM)
+        out = torch.empty(b_total, 2, dtype=pts.dtype, device=e.device)
+        for b in range(b_total):
+            v = top_val[b]
+            hot = int((v > v[0] - _NEGLIGIBLE).sum())
+            p = xyz[top_idx[b, :hot]]
+            window = ((p @ p.T) > cos_rho).double() @ torch.exp((v[:hot] - v[0]).double())
+            ties = window >= window.max() * (1 - 1e-12)
+            out[b] = pts[int(top_idx[b, int(torch.where(ties, v[:hot].double(), -torch.inf).argmax())])]
+    return out.reshape(*coeffs.shape[:-1], 2)

@@ -33,14 +33,12 @@ import attrs
 import torch
 
 from locdiff import anchors as anchor_sets
-from locdiff import geo
 from locdiff.baselines import GridClassifier, KNNRetrieval, UnitVectorRegressor, nearest_points
 from locdiff.bundle import ModelBundle
 from locdiff.calibration import RAW, evaluate_calibrator, fit_calibration
 from locdiff.config import RunConfig, apply_overrides
-from locdiff.decoding import decode, default_radius_km
+from locdiff.decoding import anchor_decode, decode, default_radius_km
 from locdiff.diffusion import LOSSES, PROJECTIONS
-from locdiff.harmonics import real_sh
 from locdiff.metrics import SCALES_KM, format_table, random_guess_accuracy, summarize
 from locdiff.ports import CheckpointStore, Compute, DatasetSource, Embedder, ExperimentStore, RunRecord
 from locdiff.reduction import reduce_samples
@@ -48,7 +46,6 @@ from locdiff.services.data import PreparedData, prepare
 from locdiff.services.progress import NullProgress, ProgressFactory
 from locdiff.services.sampling import predict_locations
 from locdiff.services.training import train
-from locdiff.shdd import check_coeffs
 
 STUDIES = ("compare", "anchors", "losses", "spatial", "calibration", "degrees")
 #: six countries on six continents, ~6 % of the default 16,000 places
@@ -525,58 +522,6 @@ def compare(source: DatasetSource, embedder: Embedder, config: RunConfig, env: S
 
 # --------------------------------------------------------------------------- anchors (Table 2)
 @torch.no_grad()
-def gallery_decode(
-    coeffs: torch.Tensor,
-    anchors: torch.Tensor,
-    *,
-    rho_km: float | None = None,
-    cap: int = 2048,
-    chunk: int = 16_384,
-    batch: int = 2048,
-    on_chunk: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """:func:`locdiff.decoding.anchor_decode` (eq. 17) for thousands of vectors and millions of anchors.
-
-    The same rule — the anchor maximising ``Σ_{|a_i - a| < ρ} exp(f_e(a_i))`` over the anchors
-    within 30 of the best logit — computed with each anchor chunk's harmonics evaluated once for
-    all vectors, the ``cap`` best anchors per vector kept by a streaming top-k (anchors beyond them
-    carry < e^-30 of the peak or, with dense anchors, a negligible share of the window), and the
-    window test done on unit vectors (cos distance) instead of pairwise great-circle distances.
-    """
-    degree = check_coeffs(coeffs, "coeffs")
-    e = coeffs.reshape(-1, coeffs.shape[-1])
-    pts = geo.validate_latlon(anchors, "anchors").to(e.device)
-    rho_km = default_radius_km(degree) if rho_km is None else rho_km
-    n, b_total = pts.shape[0], e.shape[0]
-    cap = min(cap, n)
-    top_val = torch.full((b_total, cap), -math.inf, dtype=e.dtype, device=e.device)
-    top_idx = torch.zeros((b_total, cap), dtype=torch.long, device=e.device)
-    for start in range(0, n, chunk):
-        y = real_sh(pts[start : start + chunk].to(e.dtype), degree, validate=False)
-        ids = torch.arange(start, start + y.shape[0], device=e.device)
-        for b0 in range(0, b_total, batch):
-            f = e[b0 : b0 + batch] @ y.T
-            vals = torch.cat((top_val[b0 : b0 + batch], f), 1)
-            idx = torch.cat((top_idx[b0 : b0 + batch], ids.expand(f.shape[0], -1)), 1)
-            v, k = torch.topk(vals, cap, dim=1)
-            top_val[b0 : b0 + batch], top_idx[b0 : b0 + batch] = v, idx.gather(1, k)
-        if on_chunk is not None:
-            on_chunk(y.shape[0])
-    xyz = geo.to_xyz(pts.double())
-    cos_rho = math.cos(rho_km / geo.EARTH_RADIUS_KM)
-    out = torch.empty(b_total, 2, dtype=pts.dtype, device=e.device)
-    for b in range(b_total):
-        v = top_val[b]
-        hot = int((v > v[0] - 30.0).sum())
-        p = xyz[top_idx[b, :hot]]
-        w = torch.exp((v[:hot] - v[0]).double())
-        window = ((p @ p.T) > cos_rho).double() @ w
-        ties = window >= window.max() * (1 - 1e-12)  # equal windows: the densest anchor, as anchor_decode
-        best = int(torch.where(ties, v[:hot].double(), -torch.inf).argmax())
-        out[b] = pts[int(top_idx[b, best])]
-    return out.reshape(*coeffs.shape[:-1], 2)
-
-
 def relative_change(rows: Mapping[str, Mapping[str, float]], reference: str) -> dict[str, dict[str, float]]:
     """Per-scale relative change (%) of each row's accuracy against ``reference`` (the paper's brackets)."""
     ref = rows[reference]
@@ -614,7 +559,7 @@ def anchor_study(source: DatasetSource, embedder: Embedder, config: RunConfig, e
             env.say(f"decoding {sampled.coeffs.shape[0] * sampled.coeffs.shape[1]} samples with {name}")
             bar = (env.progress or NullProgress)(total=gallery.shape[0], desc=f"anchors {name}")
             t0 = time.perf_counter()
-            dec = gallery_decode(sampled.coeffs, gallery, on_chunk=bar.update).double()
+            dec = anchor_decode(sampled.coeffs, gallery, on_chunk=bar.update).double()
             bar.close()
             point = reduce_samples(dec, reducer, radius_km=radius)
             ours[name] = summarize(point, sampled.truth) | {"decode_s": time.perf_counter() - t0}

@@ -11,15 +11,13 @@ import attrs
 import pytest
 import torch
 
-import locdiff
 from adapters.checkpoints import SafetensorsCheckpointStore
 from adapters.compute import TorchCompute
 from locdiff import anchors, geo
 from locdiff.config import RunConfig
-from locdiff.decoding import anchor_decode
 from locdiff.ports import Embedded, GeoSamples
 from locdiff.services import studies
-from locdiff.services.studies import StudyEnv, StudyResult, default_settings, format_result, gallery_decode, relative_change
+from locdiff.services.studies import StudyEnv, StudyResult, default_settings, format_result, relative_change
 from storage import SqlExperimentStore, sqlite_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,17 +155,6 @@ def test_report_renders_markdown_and_plots(env, tmp_path):
     assert len(pngs) >= 4 and all(p.stat().st_size > 1000 for p in pngs)
     for p in pngs:
         assert f"tiny-figures/{p.name}" in text
-
-
-def test_gallery_decode_matches_anchor_decode():
-    g = torch.Generator().manual_seed(4)
-    pts = anchors.uniform_random(6, g, dtype=torch.float64)
-    e = locdiff.encode(pts, 9).double()
-    e = torch.cat((e, e[:3] + 0.6 * e[3:], e + 0.05 * torch.randn(e.shape, generator=g, dtype=torch.float64)))
-    for gallery in (anchors.fibonacci(1500), anchors.uniform_random(500, g, dtype=torch.float64)):
-        ref = anchor_decode(e, gallery)
-        mine = gallery_decode(e, gallery, cap=1500, chunk=499, batch=5)
-        assert float(geo.great_circle_km(mine.double(), ref.double()).max()) < 1e-6
 
 
 def test_relative_change_by_hand():

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import locdiff
 from locdiff import anchors, geo
-from locdiff.decoding import anchor_decode, credible_thresholds, density_grid, find_modes, grid_logits
+from locdiff.decoding import anchor_decode, default_radius_km, credible_thresholds, density_grid, find_modes, grid_logits
 from locdiff.harmonics import real_sh
 
 SPECIAL = torch.tensor([[90.0, 0.0], [-90.0, 0.0], [0.0, 180.0], [-0.5, -179.9], [89.99, 45.0], [37.77, -122.42]])
@@ -66,6 +66,34 @@ def test_anchor_decoder_on_fibonacci_grid():
     spacing_km = math.sqrt(4 * math.pi / grid.shape[0]) * geo.EARTH_RADIUS_KM
     out = anchor_decode(locdiff.encode(pts, 31), grid, chunk=20_000)
     assert float(geo.great_circle_km(out.double(), pts.double()).max()) < spacing_km
+
+
+def eq17_by_brute_force(e: torch.Tensor, gallery: torch.Tensor, rho_km: float) -> torch.Tensor:
+    """Eq. 17 literally: every anchor's window sum of exp(f) over every anchor within ρ; ties to the densest."""
+    f = e.double() @ real_sh(gallery.double(), math.isqrt(e.shape[-1]) - 1).T  # [B, N]
+    near = (geo.pairwise_km(gallery.double(), gallery.double()) < rho_km).double()  # [N, N]
+    out = []
+    for fb in f:
+        window = near @ torch.exp(fb - fb.max())
+        ties = window >= window.max() * (1 - 1e-12)
+        out.append(gallery[torch.where(ties, fb, -torch.inf).argmax()])
+    return torch.stack(out)
+
+
+def test_anchor_decoder_is_eq17_whatever_the_chunking():
+    g = torch.Generator().manual_seed(4)
+    pts = anchors.uniform_random(6, g, dtype=torch.float64)
+    e = locdiff.encode(pts, 9).double()
+    e = torch.cat((e, e[:3] + 0.6 * e[3:], e + 0.05 * torch.randn(e.shape, generator=g, dtype=torch.float64)))
+    rho = default_radius_km(9)
+    for gallery in (anchors.fibonacci(1500), anchors.uniform_random(500, g, dtype=torch.float64)):
+        ref = eq17_by_brute_force(e, gallery, rho)
+        for kw in (dict(cap=gallery.shape[0], chunk=499, batch=5), dict(cap=gallery.shape[0]), dict(chunk=97, batch=1)):
+            out = anchor_decode(e, gallery, **kw)
+            assert float(geo.great_circle_km(out.double(), ref.double()).max()) < 1e-6, kw
+    seen = []
+    anchor_decode(e[:2], anchors.fibonacci(1000), chunk=300, on_chunk=seen.append)
+    assert seen == [300, 300, 300, 100]
 
 
 def test_density_grid_is_normalised_and_peaks_at_point():
