@@ -34,7 +34,7 @@ Bates 2021). The map is unchanged; only the mass each region holds is relabelled
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 import torch
@@ -190,6 +190,26 @@ class Calibrator:
             return mixture_grid(e, temperature=self.param, **shape)
         log_mass = _log_mixture_mass(sample_logits(e, self.n_lat, self.n_lon, self.sub), self.n_lat, self.n_lon, self.sub)
         return _as_grid(_tempered_log_mixture(log_mass, torch.tensor([self.param], dtype=torch.float64))[0], self.n_lat, self.n_lon)
+
+    def to_dict(self) -> dict[str, object]:
+        return attrs.asdict(self, value_serializer=lambda inst, field, value: list(value) if isinstance(value, tuple) else value)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object], *, where: str = "calibration") -> "Calibrator":
+        """Rebuild a saved calibrator; ``ValueError`` naming ``where`` and the field on bad content."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(known)}")
+        try:
+            cal = cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if any(not 0.0 <= s <= 1.0 for s in cal.scores):
+            raise ValueError(f"{where}: field 'scores' must hold HPD levels in [0, 1]")
+        return cal
 
     def describe(self) -> str:
         unit = " km" if self.family == "kde" else ""

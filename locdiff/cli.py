@@ -329,6 +329,7 @@ def _run_id_of(path: Path) -> int | None:
 # --------------------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
     from locdiff.container import build_prediction_service
+    from locdiff.decoding import credible_area_km2
     from locdiff.prediction import PredictSettings
     from locdiff.ports import ItemFailure
 
@@ -350,6 +351,9 @@ def cmd_predict(args) -> int:
             "point": {"lat": r.point[0], "lon": r.point[1], "reducer": r.reducer},
             "modes": [{"lat": m.lat, "lon": m.lon, "probability": m.mass, "radius_km": m.radius_km} for m in r.modes],
             "hybrid": None if r.refined is None else {"lat": r.refined[0], "lon": r.refined[1]},
+            "credible_regions": [{"level": a, "area_km2": credible_area_km2(r.grid, t)} for a, t in sorted(r.credible.items())]
+            if r.grid is not None else [],
+            "calibration": r.calibration or "raw",
         })
     if args.json:
         print(json.dumps(payload, indent=2))
@@ -361,6 +365,9 @@ def cmd_predict(args) -> int:
         print(f"{p['item']}: point {p['point']['lat']:.3f}, {p['point']['lon']:.3f}")
         for i, m in enumerate(p["modes"], 1):
             print(f"  {i}. {m['lat']:8.3f} {m['lon']:9.3f}  p={m['probability']:.3f} (within {m['radius_km']:.0f} km)")
+        if p["credible_regions"]:
+            areas = ", ".join(f"{100 * c['level']:.0f} % {c['area_km2'] / 1e6:.2f}" for c in p["credible_regions"])
+            print(f"  credible regions (Mkm²): {areas}  [{p['calibration']}]")
     return 0 if all("error" not in p for p in payload) else 1
 
 

@@ -179,6 +179,8 @@ def _run_study(study: str, args) -> int:
         torch.set_num_threads(args.threads)
     if args.run and study in ("losses", "spatial", "degrees"):
         raise ValueError(f"study {study!r} trains its own models; --run is only for compare, anchors and calibration")
+    from locdiff.container import save_calibration
+
     config = _config(args)
     settings = _settings(args, study)
     container = build_container(config)
@@ -191,6 +193,11 @@ def _run_study(study: str, args) -> int:
         bundle, ckpt = load_model(Path(args.run), compute.device)
         kwargs["bundle"] = bundle
         _log(f"model {ckpt} (L={bundle.degree}, {bundle.config.diffusion.loss}, {bundle.config.train.steps} steps)")
+        if study == "calibration":
+            def save(calibrator, ckpt=ckpt):
+                path = save_calibration(ckpt, calibrator)
+                _log(f"calibration saved for predictions with this model: {path} ({calibrator.describe()})")
+            kwargs["on_fit"] = save
     _log(f"study {study}: {json.dumps(settings.to_dict())}")
     t0 = time.perf_counter()
     if study == "compare" and args.eval_data:

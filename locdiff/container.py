@@ -143,4 +143,17 @@ def build_prediction_service(checkpoint: Path | None, *, device: str = "auto", h
     cfg = bundle.config.data
     embedder = _minilm(compute, workdir) if cfg.embedder == "minilm" else _clip(compute, workdir, cfg.clip_model, cfg.clip_pretrained)
     retriever = _retriever(compute, workdir, cfg.clip_pretrained) if hybrid else None
-    return PredictionService(bundle, embedder, compute.device, retriever, source=str(target))
+    return PredictionService(bundle, embedder, compute.device, retriever, source=str(target), calibrator=load_calibration(target))
+
+
+def save_calibration(checkpoint: Path, calibrator) -> Path:
+    """Save a fitted calibrator beside the model's checkpoints (used by later predictions)."""
+    from adapters.calibration_file import save_calibration as save
+
+    return save(checkpoint, calibrator)
+
+
+def load_calibration(checkpoint: Path):
+    from adapters.calibration_file import load_calibration as load
+
+    return load(checkpoint)

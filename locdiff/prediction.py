@@ -50,6 +50,7 @@ class Prediction:
     grid: DensityGrid | None
     credible: dict[float, float] = attrs.field(factory=dict)
     refined: tuple[float, float] | None = None  # hybrid (GeoCLIP) refinement, if requested
+    calibration: str = ""  # how the map and its credible levels were calibrated ("" = raw)
 
 
 @attrs.frozen

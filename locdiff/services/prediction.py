@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
 from locdiff.bundle import ModelBundle
+from locdiff.calibration import Calibrator
 from locdiff.decoding import credible_thresholds, decode, default_radius_km, density_grid, find_modes
 from locdiff.ports import Embedder, ItemFailure, Retriever
 from locdiff.prediction import Prediction, PredictSettings
@@ -25,17 +27,20 @@ from locdiff.services.sampling import sample_coefficients
 class PredictionService:
     """Predicts from images or text with one trained model (the GUI and ``cli predict`` use it)."""
 
-    def __init__(self, bundle: ModelBundle, embedder: Embedder, device: torch.device, retriever: Retriever | None = None, source: str = ""):
+    def __init__(self, bundle: ModelBundle, embedder: Embedder, device: torch.device, retriever: Retriever | None = None, source: str = "",
+                 calibrator: Calibrator | None = None):
         if bundle.embedder_id != embedder.id:
             raise ValueError(
                 f"model {source or ''} was trained on embeddings from {bundle.embedder_id!r}, "
                 f"but the configured embedder is {embedder.id!r}"
             )
         self.bundle, self.embedder, self.device, self.retriever, self.source = bundle, embedder, device, retriever, source
+        self.calibrator = calibrator  # fitted on validation data (study calibration --run): map + credible levels
 
     @property
     def model_info(self) -> dict[str, Any]:
-        return {"checkpoint": self.source, "degree": self.bundle.degree, "embedder": self.bundle.embedder_id}
+        return {"checkpoint": self.source, "degree": self.bundle.degree, "embedder": self.bundle.embedder_id,
+                "calibration": self.calibrator.describe() if self.calibrator is not None else "raw"}
 
     def predict_images(
         self,
@@ -81,7 +86,16 @@ class PredictionService:
         samples = decode(e).double().cpu()
         radius = default_radius_km(self.bundle.degree)
         point = reduce_samples(samples[None], settings.reducer, radius_km=2 * radius)[0]
-        grid = density_grid(e.cpu(), settings.grid_lat, settings.grid_lon)
+        levels = (0.5, 0.9, 0.95)
+        if self.calibrator is None:
+            grid = density_grid(e.cpu(), settings.grid_lat, settings.grid_lon)
+            credible = credible_thresholds(grid, levels)
+        else:  # the calibrated map, and each α-region drawn at the HPD level the calibration assigns to α
+            cal = attrs.evolve(self.calibrator, n_lat=settings.grid_lat, n_lon=settings.grid_lon)
+            grid = cal.grid(e.cpu(), samples)
+            used = {a: cal.level(a) for a in levels}
+            thresholds = credible_thresholds(grid, tuple(used.values()))
+            credible = {a: thresholds[used[a]] for a in levels}
         modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius)
         refined = None
         if settings.hybrid and self.retriever is not None and images:
@@ -95,6 +109,7 @@ class PredictionService:
             reducer=settings.reducer,
             modes=modes,
             grid=grid,
-            credible=credible_thresholds(grid, (0.5, 0.9, 0.95)),
+            credible=credible,
             refined=refined,
+            calibration=self.calibrator.describe() if self.calibrator is not None else "",
         )

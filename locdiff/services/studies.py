@@ -35,7 +35,7 @@ import torch
 from locdiff import anchors as anchor_sets
 from locdiff.baselines import GridClassifier, KNNRetrieval, UnitVectorRegressor, nearest_points
 from locdiff.bundle import ModelBundle
-from locdiff.calibration import RAW, evaluate_calibrator, fit_calibration
+from locdiff.calibration import RAW, Calibrator, evaluate_calibrator, fit_calibration
 from locdiff.config import RunConfig, apply_overrides
 from locdiff.decoding import anchor_decode, decode, default_radius_km
 from locdiff.diffusion import LOSSES, PROJECTIONS
@@ -673,8 +673,12 @@ def degree_study(source: DatasetSource, embedder: Embedder, config: RunConfig, e
 
 # --------------------------------------------------------------------------- calibration
 def calibration_study(source: DatasetSource, embedder: Embedder, config: RunConfig, env: StudyEnv, settings: StudySettings | None = None,
-                      *, bundle: ModelBundle | None = None, data: PreparedData | None = None) -> StudyResult:
-    """Coverage of 50/90/95 % credible regions on test, raw and after calibrating on validation."""
+                      *, bundle: ModelBundle | None = None, data: PreparedData | None = None,
+                      on_fit: Callable[[Calibrator], None] | None = None) -> StudyResult:
+    """Coverage of 50/90/95 % credible regions on test, raw and after calibrating on validation.
+
+    ``on_fit`` receives the fitted calibrator (the CLI saves it beside a given model for predictions).
+    """
     settings = settings or default_settings("calibration")
     data = data or prepare(source, embedder, config.data)
     result = StudyResult("calibration", settings=settings.to_dict())
@@ -691,6 +695,8 @@ def calibration_study(source: DatasetSource, embedder: Embedder, config: RunConf
         bar = (env.progress or NullProgress)(total=val.numel() * 3, desc="calibrate (val)")
         fit = fit_calibration(s_val.coeffs, s_val.samples, s_val.truth, on_item=lambda _: bar.update(1), **shape)
         bar.close()
+        if on_fit is not None:
+            on_fit(fit.calibrator)
         raw = attrs.evolve(RAW, **shape)
         rows = {}
         reshaped = attrs.evolve(fit.calibrator, scores=())

@@ -57,3 +57,30 @@ def test_checkpoint_refuses_another_embedder(trained_run, tmp_path):
     with pytest.raises(ValueError, match="trained on embeddings from"):
         PredictionService(bundle, OpenClipEmbedder("tiny", other, progress=False), bundle.net.parameters().__next__().device)
     assert build_prediction_service(run_dir, workdir=str(root / "runs")).model_info["degree"] == 7
+
+
+def test_a_saved_calibration_widens_the_credible_regions_of_predictions(trained_run, capsys):
+    from locdiff.calibration import Calibrator
+    from locdiff.container import load_model, save_calibration
+
+    root, run_dir = trained_run
+    photo = PHOTOS / "beijing-forbidden-city.jpg"
+    args = ["predict", str(run_dir), str(photo), "--json", "--samples", "4", "--sampler-steps", "5", "--workdir", str(root / "runs")]
+
+    def regions():
+        capsys.readouterr()
+        assert main(args) == 0
+        (result,) = json.loads(capsys.readouterr().out)
+        return result["calibration"], {c["level"]: c["area_km2"] for c in result["credible_regions"]}
+
+    label, raw = regions()
+    assert label == "raw" and set(raw) == {0.5, 0.9, 0.95} and raw[0.5] <= raw[0.9] <= raw[0.95]
+    _, ckpt = load_model(run_dir)
+    # validation said: truths sit far out in the maps (HPD levels near 1), so every region must grow
+    path = save_calibration(ckpt, Calibrator("sample-temperature", 1.0, n_lat=90, n_lon=180, scores=[0.97 + 0.0002 * i for i in range(100)]))
+    try:
+        label, cal = regions()
+        assert "conformal levels (n=100)" in label
+        assert cal[0.5] > raw[0.5] and cal[0.9] > raw[0.9]
+    finally:
+        path.unlink()

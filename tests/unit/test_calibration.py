@@ -237,3 +237,18 @@ def test_conformal_levels_fix_coverage_that_no_temperature_can():
     no_conformal = fit_calibration(*val, families=("sample-temperature",), params={"sample-temperature": [1, 2]},
                                    refine=False, conformal=False, **shape)
     assert no_conformal.calibrator.scores == ()
+
+
+def test_calibrator_round_trips_through_a_dict_and_rejects_bad_content():
+    cal = Calibrator("kde", 250.0, n_lat=36, n_lon=72, sub=1, scores=(0.3, 0.1, 0.2))
+    assert cal.scores == (0.1, 0.2, 0.3)  # kept sorted
+    again = Calibrator.from_dict(cal.to_dict(), where="x.json")
+    assert again == cal and again.level(0.5) == cal.level(0.5)
+    with pytest.raises(ValueError, match=r"x.json: unknown field\(s\) \['tau'\]"):
+        Calibrator.from_dict({"family": "kde", "tau": 2}, where="x.json")
+    with pytest.raises(ValueError, match="x.json: .*family"):
+        Calibrator.from_dict({"family": "magic"}, where="x.json")
+    with pytest.raises(ValueError, match="x.json: field 'scores' must hold HPD levels"):
+        Calibrator.from_dict({"scores": [0.5, 1.5]}, where="x.json")
+    with pytest.raises(ValueError, match="x.json: expected a JSON object"):
+        Calibrator.from_dict([1, 2], where="x.json")
