@@ -410,7 +410,9 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.settings_panel.set_model_info(result.model_info)
         name = Path(str(result.model_info.get("checkpoint", ""))).name or "model"
-        self.messages.add(f"Model loaded: {name} ({result.elapsed_s:.1f} s)")
+        calibration = result.model_info.get("calibration")
+        regions = f"; credible regions calibrated: {calibration}" if calibration and calibration != "raw" else ""
+        self.messages.add(f"Model loaded: {name} ({result.elapsed_s:.1f} s){regions}")
         self.status_label.setText("Ready")
 
     def _predictions_done(self, result: JobResult, batch: _Batch) -> None:
