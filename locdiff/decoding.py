@@ -69,6 +69,28 @@ def grid_logits(e: torch.Tensor, n_lat: int, n_lon: int, *, batch: int = 256) ->
     return torch.cat(out).reshape(*e.shape[:-1], n_lat, n_lon)
 
 
+@functools.lru_cache(maxsize=16)
+def _order_of_columns(degree: int, device: str) -> torch.Tensor:
+    """``m + L`` of every SHDD coefficient column (its order, shifted to be an index)."""
+    m_of = torch.empty((degree + 1) ** 2, dtype=torch.int64)
+    for l in range(degree + 1):
+        for m in range(-l, l + 1):
+            m_of[sh_index(l, m)] = m + degree
+    return m_of.to(device)
+
+
+def _product_logits(e: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
+    """``f_e`` at every (lat[r], lon[c]) pair, separably: ``[D]``, ``[R]``, ``[C]`` degrees → ``[R, C]``."""
+    degree = check_coeffs(e)
+    table = legendre_table(torch.deg2rad(90.0 - lat), degree).to(e.dtype)  # [R, D]
+    a = torch.zeros(lat.shape[0], 2 * degree + 1, dtype=e.dtype, device=e.device)
+    a.index_add_(1, _order_of_columns(degree, str(e.device)), table * e[None, :])  # [R, 2L+1]
+    m = torch.arange(-degree, degree + 1, dtype=torch.float64, device=e.device)
+    angle = m.abs()[:, None] * torch.deg2rad(lon.double())[None, :]
+    trig = torch.where(m[:, None] < 0, torch.sin(angle), torch.cos(angle)).to(e.dtype)  # [2L+1, C]
+    return a @ trig
+
+
 def _cell_integrals(e: torch.Tensor, f: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor, area: torch.Tensor, sub: int, max_cells: int):
     """``∫_cell exp(f - max f)`` for every cell of one vector's grid ``f`` [n_lat, n_lon].
 
@@ -86,13 +108,24 @@ def _cell_integrals(e: torch.Tensor, f: torch.Tensor, lat: torch.Tensor, lon: to
         dlat = 180.0 / lat.shape[0]
         dlon = 360.0 / lon.shape[0]
         frac = (torch.arange(sub, dtype=torch.float64, device=e.device) + 0.5) / sub - 0.5
-        sub_lat = lat[hot[:, 0]].double()[:, None, None] + frac[None, :, None] * dlat
-        sub_lon = lon[hot[:, 1]].double()[:, None, None] + frac[None, None, :] * dlon
-        pts = torch.stack(torch.broadcast_tensors(sub_lat, sub_lon), -1).reshape(-1, 2)
-        weight = torch.cos(torch.deg2rad(pts[:, 0])).reshape(hot.shape[0], -1)
-        with torch.no_grad():
-            fs = (real_sh(pts, degree, validate=False) @ e.double()).reshape(hot.shape[0], -1)
-        mean = (torch.exp(fs - fmax.double()) * weight).sum(1) / weight.sum(1)
+        rows, row_of = torch.unique(hot[:, 0], return_inverse=True)
+        cols, col_of = torch.unique(hot[:, 1], return_inverse=True)
+        if rows.numel() * cols.numel() <= 4 * hot.shape[0]:  # compact hot set: separable sub-grid over its rows × cols
+            sub_lat = (lat[rows].double()[:, None] + frac[None, :] * dlat).reshape(-1)
+            sub_lon = (lon[cols].double()[:, None] + frac[None, :] * dlon).reshape(-1)
+            with torch.no_grad():
+                fs = _product_logits(e.double(), sub_lat, sub_lon).reshape(rows.numel(), sub, cols.numel(), sub)
+            fs = fs[row_of, :, col_of, :]  # [hot, sub, sub]
+            weight = torch.cos(torch.deg2rad(sub_lat)).reshape(rows.numel(), sub)[row_of][:, :, None]
+            mean = (torch.exp(fs - fmax.double()) * weight).sum((1, 2)) / (weight.sum((1, 2)) * sub)
+        else:  # scattered hot cells: exact harmonics at each cell's sub-points
+            sub_lat = lat[hot[:, 0]].double()[:, None, None] + frac[None, :, None] * dlat
+            sub_lon = lon[hot[:, 1]].double()[:, None, None] + frac[None, None, :] * dlon
+            pts = torch.stack(torch.broadcast_tensors(sub_lat, sub_lon), -1).reshape(-1, 2)
+            weight = torch.cos(torch.deg2rad(pts[:, 0])).reshape(hot.shape[0], -1)
+            with torch.no_grad():
+                fs = (real_sh(pts, degree, validate=False) @ e.double()).reshape(hot.shape[0], -1)
+            mean = (torch.exp(fs - fmax.double()) * weight).sum(1) / weight.sum(1)
         vals[hot[:, 0], hot[:, 1]] = (mean * area[hot[:, 0]].double()).to(vals.dtype)
     return vals
 
