@@ -8,12 +8,11 @@ checkpoint of the run (e.g. before training was resumed) is reported and not app
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 from locdiff.calibration import Calibrator
+from adapters.atomic import atomic_open
 
 FILE_NAME = "calibration.json"
 FORMAT = 1
@@ -28,16 +27,8 @@ def run_folder(checkpoint: Path) -> Path:
 def save_calibration(checkpoint: Path, calibrator: Calibrator) -> Path:
     path = run_folder(checkpoint) / FILE_NAME
     payload = {"format": FORMAT, "checkpoint": Path(checkpoint).name, "calibrator": calibrator.to_dict()}
-    fd, tmp = tempfile.mkstemp(prefix=".calibration-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
     return path
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from adapters.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
 from locdiff.ports import Embedded, ItemFailure
+from adapters.atomic import atomic_open
 
 __all__ = ["OpenClipEmbedder", "save_tiny_test_model", "tiny_model_cfg", "TINY_MODEL_CFG", "file_sha256"]
 
@@ -74,15 +75,8 @@ def _find_checkpoint(directory: Path) -> Path:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as f:
+        f.write(data)
 
 
 def tiny_model_cfg(embed_dim: int = 32) -> dict[str, Any]:

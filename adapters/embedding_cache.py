@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from locdiff.ports import Embedded, Embedder, GeoSamples, ItemFailure
+from adapters.atomic import atomic_open
 
 FORMAT = 1
 _KEYS_SUFFIX = ".keys.npy"
@@ -52,16 +53,8 @@ def _file_key(path: Path) -> bytes:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 class CachedEmbedder:

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from locdiff.ports import ItemFailure
+from adapters.atomic import atomic_open
 
 __all__ = ["GeoClipRetriever", "Retrieval", "EARTH_RADIUS_KM", "geoclip_weights_dir", "default_cache_dir"]
 
@@ -210,16 +210,8 @@ class GeoClipRetriever:
 
     def _write_cache(self, features: np.ndarray) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".geoclip_gallery_", suffix=".npy.tmp", dir=self.cache_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, features, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.cache_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(self.cache_path, "wb") as f:
+            np.save(f, features, allow_pickle=False)
 
     def gallery_features(self) -> torch.Tensor:
         """[N, 512] normalised gallery features on ``device``: from the disk cache or encoded once."""

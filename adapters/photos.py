@@ -11,7 +11,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from numbers import Real
@@ -20,6 +19,7 @@ from pathlib import Path
 import attrs
 
 from adapters.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb, open_image
+from adapters.atomic import atomic_open
 
 __all__ = [
     "GpsReading",
@@ -175,16 +175,8 @@ def _write_csv_atomic(out_csv: Path, rows: Sequence[tuple[str, float, float]]) -
     writer.writerow(["image", "lat", "lon"])
     for image, lat, lon in rows:
         writer.writerow([image, f"{lat:.7f}", f"{lon:.7f}"])
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_csv.name}.", suffix=".tmp", dir=out_csv.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_csv)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(out_csv, "w", encoding="utf-8", newline="") as f:
+        f.write(buffer.getvalue())
 
 
 def photos_to_csv(
