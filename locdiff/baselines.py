@@ -206,6 +206,38 @@ def _train_loop(net, loss_fn, predict, train_cond, target, val_cond, val_latlon,
     return best_score, best_step
 
 
+@attrs.frozen
+class MLPTraining:
+    """How the learned baselines train: an MLP on the frozen embeddings (AdamW, cosine schedule),
+    keeping the step that scores best on validation (:func:`selection_score`)."""
+
+    device: torch.device | str = "cpu"
+    seed: int = 0
+    steps: int = attrs.field(default=1500, validator=attrs.validators.ge(1))
+    batch_size: int = attrs.field(default=256, validator=attrs.validators.ge(1))
+    lr: float = attrs.field(default=1e-3, converter=float, validator=attrs.validators.gt(0.0))
+    hidden: int = attrs.field(default=512, validator=attrs.validators.ge(1))
+    dropout: float = attrs.field(default=0.1, converter=float, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)])
+    eval_every: int = attrs.field(default=250, validator=attrs.validators.ge(1))
+
+
+def _fit_mlp(make_model, d_out: int, loss_fn, train_cond, target, val_cond, val_latlon, t: MLPTraining):
+    """Build ``make_model(net)`` around a fresh MLP and train it; returns the model with its best step and score."""
+    has_val = val_cond is not None and val_latlon is not None and val_cond.shape[0] > 0
+    torch.manual_seed(t.seed)
+    x = train_cond.float().to(t.device)
+    target = target.to(t.device)
+    net = _mlp(x.shape[1], t.hidden, d_out, t.dropout).to(t.device)
+    model = make_model(net)
+    score, step = _train_loop(
+        net, loss_fn, model._predict_device, x, target, val_cond.float().to(t.device) if has_val else None,
+        val_latlon if has_val else None, device=t.device, seed=t.seed, steps=t.steps, batch_size=t.batch_size,
+        lr=t.lr, eval_every=t.eval_every,
+    )
+    model.best_step, model.val_score = step, score
+    return model
+
+
 @attrs.define
 class GridClassifier:
     """Classification over density-adapted cells; predicts the most probable cell's centroid."""
@@ -224,35 +256,26 @@ class GridClassifier:
         val_cond: torch.Tensor | None = None,
         val_latlon: torch.Tensor | None = None,
         *,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
         cells: Sequence[int] = (256, 1024),
-        steps: int = 1500,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        hidden: int = 512,
-        dropout: float = 0.1,
         label_smoothing: float = 0.1,
-        eval_every: int = 250,
+        **training,
     ) -> "GridClassifier":
-        """Fit one classifier per cell count; keep the one (and the step) best on validation."""
+        """Fit one classifier per cell count; keep the one (and the step) best on validation.
+
+        ``training``: the fields of :class:`MLPTraining` (device, seed, steps, batch_size, lr, ...).
+        """
         _check_inputs(train_cond, train_latlon, "grid classifier training data")
+        t = MLPTraining(**training)
         has_val = val_cond is not None and val_latlon is not None and val_cond.shape[0] > 0
         best: GridClassifier | None = None
-        x = train_cond.float().to(device)
-        vx = val_cond.float().to(device) if has_val else None
         for n_cells in cells:
-            assign, centroids = spherical_kmeans(train_latlon, n_cells, seed=seed)
-            torch.manual_seed(seed)
-            net = _mlp(x.shape[1], hidden, centroids.shape[0], dropout).to(device)
-            model = cls(net, centroids.to(device), name=f"grid classifier ({centroids.shape[0]} cells)")
-            loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-            score, step = _train_loop(
-                net, loss_fn, model._predict_device, x, assign.to(device), vx, val_latlon if has_val else None,
-                device=device, seed=seed, steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
+            assign, centroids = spherical_kmeans(train_latlon, n_cells, seed=t.seed)
+            model = _fit_mlp(
+                lambda net, c=centroids: cls(net, c.to(t.device), name=f"grid classifier ({c.shape[0]} cells)"),
+                centroids.shape[0], nn.CrossEntropyLoss(label_smoothing=label_smoothing),
+                train_cond, assign, val_cond, val_latlon, t,
             )
-            model.best_step, model.val_score = step, score
-            if best is None or (has_val and score > best.val_score):
+            if best is None or (has_val and model.val_score > best.val_score):
                 best = model
         assert best is not None
         return best
@@ -296,33 +319,16 @@ class UnitVectorRegressor:
         train_latlon: torch.Tensor,
         val_cond: torch.Tensor | None = None,
         val_latlon: torch.Tensor | None = None,
-        *,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
-        steps: int = 1500,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        hidden: int = 512,
-        dropout: float = 0.1,
-        eval_every: int = 250,
+        **training,
     ) -> "UnitVectorRegressor":
+        """``training``: the fields of :class:`MLPTraining`."""
         _check_inputs(train_cond, train_latlon, "regression training data")
-        has_val = val_cond is not None and val_latlon is not None and val_cond.shape[0] > 0
-        torch.manual_seed(seed)
-        x = train_cond.float().to(device)
-        y = geo.to_xyz(train_latlon.double()).float().to(device)
-        net = _mlp(x.shape[1], hidden, 3, dropout).to(device)
-        model = cls(net)
 
         def loss_fn(out, target):
             return (1 - (nn.functional.normalize(out, dim=-1) * target).sum(-1)).mean()
 
-        score, step = _train_loop(
-            net, loss_fn, model._predict_device, x, y, val_cond.float().to(device) if has_val else None,
-            val_latlon if has_val else None, device=device, seed=seed, steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
-        )
-        model.best_step, model.val_score = step, score
-        return model
+        return _fit_mlp(cls, 3, loss_fn, train_cond, geo.to_xyz(train_latlon.double()).float(), val_cond, val_latlon,
+                        MLPTraining(**training))
 
     @torch.no_grad()
     def _predict_device(self, cond: torch.Tensor) -> torch.Tensor:
