@@ -171,6 +171,11 @@ class SettingsPanel(QtWidgets.QWidget):
         self.reducer = QtWidgets.QComboBox()
         self.reducer.addItems(["mode", "medoid", "centre"])
         self.reducer.setCurrentText(d.reducer)
+        self.projection = QtWidgets.QComboBox()
+        self.projection.addItems(["snap", "degree", "norm", "none"])
+        self.projection.setCurrentText(d.projection)
+        self.projection.setToolTip("what happens to each step's x0 prediction while sampling: 'snap' re-encodes its peak "
+                                   "(default, most accurate), 'degree' restores the code norms, 'none' is plain DDPM/DDIM")
         self.resolution = QtWidgets.QComboBox()
         self.resolution.addItems(list(RESOLUTIONS))
         self.resolution.setCurrentIndex(list(RESOLUTIONS.values()).index((180, 360)))
@@ -189,6 +194,7 @@ class SettingsPanel(QtWidgets.QWidget):
         form.addRow("samples K", self.samples)
         form.addRow("sampler", self.sampler)
         form.addRow("steps", self.steps)
+        form.addRow("x0 projection", self.projection)
         form.addRow("point estimate", self.reducer)
         form.addRow("heatmap grid", self.resolution)
         form.addRow(self.hybrid)
@@ -228,6 +234,7 @@ class SettingsPanel(QtWidgets.QWidget):
             sampler=self.sampler.currentText(),
             steps=self.steps.value(),
             reducer=self.reducer.currentText(),
+            projection=self.projection.currentText(),
             grid_lat=n_lat,
             grid_lon=n_lon,
             hybrid=self.hybrid.isChecked(),

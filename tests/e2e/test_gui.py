@@ -307,11 +307,12 @@ def test_settings_reach_the_service(qtbot, photos):
     sp.resolution.setCurrentIndex(2)
     sp.hybrid.setChecked(True)
     sp.seed.setValue(7)
+    sp.projection.setCurrentText("degree")
     drop(win, photos[:1])
     wait_idle(qtbot, win)
     settings = service.calls[-1][1][1]
     assert settings == PredictSettings(samples=48, sampler="ddpm", steps=100, grid_lat=360, grid_lon=720,
-                                       hybrid=True, seed=7)
+                                       hybrid=True, seed=7, projection="degree")
     assert win.flat.heat.image.shape == (360, 720)
     assert len(win.flat.samples.getData()[0]) == 48
     # display scale changes the colouring, not the data
