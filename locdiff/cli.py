@@ -259,7 +259,25 @@ def cmd_train(args) -> int:
 
 
 # --------------------------------------------------------------------------- eval
+def _compare_argv(args) -> list[str]:
+    """``eval RUN --compare …`` as the equivalent ``compare RUN …`` command line (one code path for the table)."""
+    if args.split != "test":
+        raise ValueError(f"--compare evaluates the test split (or --data); got --split {args.split}")
+    samplers = _sampler_list(args)
+    if len(samplers) != 1 or samplers[0][0] != "ddim":
+        raise ValueError(f"--compare samples with DDIM like the studies; give --sampler ddim:STEPS, not {args.sampler!r}")
+    argv = ["compare", args.run, "--samples", str(args.samples), "--sampler-steps", str(samplers[0][1]),
+            "--projection", args.projection, "--seed", str(args.seed)]
+    if args.max_items is not None:
+        argv += ["--eval-items", str(args.max_items)]
+    if args.data:
+        argv += ["--eval-data", args.data]
+    return argv
+
+
 def cmd_eval(args) -> int:
+    if args.compare:  # the baselines table of `compare` (kNN, grid classification, regression) for this run
+        return main(_compare_argv(args))
     from locdiff.config import EvalConfig
     from locdiff.container import build_container, load_model
     from locdiff.services.data import prepare
@@ -462,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--projection", default="snap", choices=list(PROJECTIONS),
                    help="what happens to each step's x0 prediction while sampling (see README)")
     p.add_argument("--all-reducers", action="store_true", help="one row per reducer")
+    p.add_argument("--compare", action="store_true",
+                   help="one table: this run vs kNN (k=1, weighted k), grid classification and regression (as `compare RUN`)")
     p.add_argument("--hybrid", action="store_true", help="also evaluate LocDiff-H (GeoCLIP retrieval near the samples)")
     p.add_argument("--hybrid-radius", type=float, default=200.0, help="retrieval radius around the samples (km)")
     p.add_argument("--max-items", type=int)

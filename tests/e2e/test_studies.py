@@ -228,3 +228,18 @@ def test_cli_study_and_report_end_to_end(tmp_path, monkeypatch, capsys):
     args = parser.parse_args(["report", "1", "--workdir", work, "--out", str(tmp_path / "reports")])
     assert args.func(args) == 0
     assert (tmp_path / "reports" / "compare-1.md").exists()
+
+
+def test_eval_compare_runs_the_compare_command_with_the_same_settings(monkeypatch, capsys):
+    from locdiff import cli, cli_studies
+
+    seen = []
+    monkeypatch.setattr(cli_studies, "cmd_compare", lambda a: seen.append(a) or 0)
+    assert cli.main(["eval", "runs/run-0001", "--compare", "--max-items", "50", "--sampler", "ddim:10",
+                     "--projection", "degree", "--data", "other.csv"]) == 0
+    (a,) = seen
+    assert (a.run, a.eval_items, a.sampler_steps, a.projection, a.samples, a.seed, a.eval_data) == (
+        "runs/run-0001", 50, 10, "degree", 16, 0, "other.csv")
+    assert cli.main(["eval", "runs/run-0001", "--compare", "--sampler", "ddpm:100"]) == 2
+    assert "--compare samples with DDIM" in capsys.readouterr().err
+    assert cli.main(["eval", "runs/run-0001", "--compare", "--split", "val"]) == 2
