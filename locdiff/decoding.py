@@ -168,7 +168,7 @@ def credible_area_km2(grid: DensityGrid, threshold: float) -> float:
 
 
 # --------------------------------------------------------------------------- continuous decoder
-def grid_argmax(coeffs: torch.Tensor, n_lat: int, *, batch: int = 1024) -> torch.Tensor:
+def grid_argmax(coeffs: torch.Tensor, n_lat: int, *, batch: int = 256) -> torch.Tensor:
     """Highest point of ``f_e`` on an equiangular ``n_lat × 2·n_lat`` grid: ``[N, d]`` → ``[N, 2]`` degrees.
 
     A cheap, grid-limited decoder for intermediate use (e.g. :func:`locdiff.diffusion.project_codes`);
