@@ -26,6 +26,7 @@ from locdiff.shdd import check_coeffs
 
 #: a cell whose coarse logit is this far below the maximum holds < e^-30 of the peak's density
 _NEGLIGIBLE = 30.0
+_PRUNE = 10.0  # decode: grid peaks this far (in f) below the best are not refined
 
 
 def default_radius_km(degree: int) -> float:
@@ -301,12 +302,20 @@ def decode(
     for start in range(0, e.shape[0], batch):
         chunk = e[start : start + batch]
         f = grid_logits(chunk, n_lat, n_lon).double()
-        cand, _ = _grid_candidates(f, lat, lon, candidates)  # [b, c, 2]
+        cand, val = _grid_candidates(f, lat, lon, candidates)  # [b, c, 2], [b, c]
         b, c = cand.shape[:2]
-        rep = chunk.repeat_interleave(c, 0)
-        refined, _ = refine_modes(rep, cand.reshape(-1, 2), steps=steps)
-        best = window_log_mass(rep, refined, radius).reshape(b, c).argmax(1)
-        out.append(refined.reshape(b, c, 2)[torch.arange(b, device=e.device), best])
+        # a peak e^-_PRUNE below the best on the grid cannot hold more window mass (equal windows, each
+        # at least a peak wide): refine only the rest; a repeated cell (fewer peaks than asked) once
+        first = torch.ones_like(val, dtype=torch.bool)
+        first[:, 1:] = (cand[:, 1:] != cand[:, :1]).any(-1)
+        keep = first & (val >= val[:, :1] - _PRUNE)
+        rows = torch.arange(b, device=e.device)[:, None].expand(b, c)[keep]
+        refined, _ = refine_modes(chunk[rows], cand[keep], steps=steps)
+        mass = torch.full((b, c), -torch.inf, dtype=torch.float64, device=e.device)
+        mass[keep] = window_log_mass(chunk[rows], refined, radius).double()
+        points = torch.zeros(b, c, 2, dtype=refined.dtype, device=e.device)
+        points[keep] = refined
+        out.append(points[torch.arange(b, device=e.device), mass.argmax(1)])
     return torch.cat(out).to(coeffs.dtype).reshape(*coeffs.shape[:-1], 2)
 
 

@@ -150,3 +150,18 @@ def test_product_logits_match_direct_harmonics_and_both_integration_paths_agree(
     slow = density_grid(codes, 90, 180)
     assert len(calls) == 3
     torch.testing.assert_close(fast.mass, slow.mass, atol=1e-12, rtol=1e-9)
+
+
+def test_pruning_weak_grid_peaks_never_changes_the_decoded_mode(monkeypatch):
+    from locdiff import decoding
+
+    g = torch.Generator().manual_seed(5)
+    cases = []
+    for degree in (3, 9, 23):
+        pts = anchors.uniform_random(16, g, dtype=torch.float64)
+        e = locdiff.encode(pts, degree).double()
+        cases += [e, 0.55 * e[:8] + 0.45 * e[8:], torch.randn(12, (degree + 1) ** 2, generator=g, dtype=torch.float64)]
+    pruned = [decoding.decode(x) for x in cases]
+    monkeypatch.setattr(decoding, "_PRUNE", math.inf)
+    for x, p in zip(cases, pruned):
+        assert float(geo.great_circle_km(decoding.decode(x).double(), p.double()).max()) < 1e-6
