@@ -111,7 +111,8 @@ def _cell_integrals(e: torch.Tensor, f: torch.Tensor, lat: torch.Tensor, lon: to
         frac = (torch.arange(sub, dtype=torch.float64, device=e.device) + 0.5) / sub - 0.5
         rows, row_of = torch.unique(hot[:, 0], return_inverse=True)
         cols, col_of = torch.unique(hot[:, 1], return_inverse=True)
-        if rows.numel() * cols.numel() <= 4 * hot.shape[0]:  # compact hot set: separable sub-grid over its rows × cols
+        box = rows.numel() * cols.numel()  # separable cost ~ (2L+1)·box·sub², per-point ~ hot·sub²·(L+1)² (× recurrence)
+        if (2 * degree + 1) * box <= 8 * hot.shape[0] * (degree + 1) ** 2 and box * sub * sub <= 16_000_000:
             sub_lat = (lat[rows].double()[:, None] + frac[None, :] * dlat).reshape(-1)
             sub_lon = (lon[cols].double()[:, None] + frac[None, :] * dlon).reshape(-1)
             with torch.no_grad():

@@ -96,7 +96,11 @@ class PredictionService:
             used = {a: cal.level(a) for a in levels}
             thresholds = credible_thresholds(grid, tuple(used.values()))
             credible = {a: thresholds[used[a]] for a in levels}
-        modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius)
+        if self.calibrator is None:
+            modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius)
+        else:  # mode masses from the calibrated map too (on at most 90×180 cells: cost grows with K × cells)
+            small = grid if grid.mass.numel() <= 90 * 180 else attrs.evolve(cal, n_lat=90, n_lon=180).grid(e.cpu(), samples)
+            modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius, grid=small)
         refined = None
         if settings.hybrid and self.retriever is not None and images:
             latlon, _ = self.retriever.retrieve(images, samples[None], settings.hybrid_radius_km, top_k=1)

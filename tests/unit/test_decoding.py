@@ -124,7 +124,8 @@ def test_mixture_modes_and_credible_regions():
     assert float(grid.mass[grid.density >= t[0.9]].sum()) >= 0.9
 
 
-def test_product_logits_match_direct_harmonics_and_both_integration_paths_agree(monkeypatch):
+@pytest.mark.parametrize("degree,gain", [(31, 1.0), (15, 0.3)])  # sharp peaks; broad lobes (all cells hot)
+def test_product_logits_match_direct_harmonics_and_both_integration_paths_agree(monkeypatch, degree, gain):
     from locdiff import decoding
 
     g = torch.Generator().manual_seed(2)
@@ -134,7 +135,7 @@ def test_product_logits_match_direct_harmonics_and_both_integration_paths_agree(
     pts = torch.stack(torch.meshgrid(lat, lon, indexing="ij"), -1).reshape(-1, 2)
     torch.testing.assert_close(decoding._product_logits(e, lat, lon), (real_sh(pts, 23) @ e).reshape(7, 5), atol=1e-11, rtol=0)
     # a mixture of sharp peaks (one across the antimeridian): the separable sub-grid path and the per-point path agree
-    codes = locdiff.encode(torch.tensor([[35.0, 139.0], [-10.0, 179.9], [70.0, -20.0]]), 31).double()
+    codes = gain * locdiff.encode(torch.tensor([[35.0, 139.0], [-10.0, 179.9], [70.0, -20.0]]), degree).double()
     calls = []
     product = decoding._product_logits
     monkeypatch.setattr(decoding, "_product_logits", lambda *a: calls.append(1) or product(*a))
