@@ -356,9 +356,9 @@ def train_model(config: RunConfig, data: PreparedData, env: StudyEnv, *, experim
         reused.bundle.net.eval()
         return reused
     run_id = env.store.start_run(experiment, config.to_dict(), env.code_version) if env.store is not None else None
+    torch.manual_seed(config.train.seed)  # the initial weights depend on the seed alone (as `train`)
     bundle = ModelBundle.create(config, data.cond_dim, data.embedder_id, env.compute.device)
     folder = env.workdir / "studies" / f"{experiment}-{run_id if run_id is not None else int(time.time())}"
-    torch.manual_seed(config.train.seed)
     env.say(f"training {experiment}: L={config.model.degree}, loss={config.diffusion.loss}, {config.train.steps} steps, batch {config.train.batch_size}")
     try:
         with _peak_memory(env) as mem:
@@ -584,6 +584,25 @@ def anchor_study(source: DatasetSource, embedder: Embedder, config: RunConfig, e
     return _finish(env, result)
 
 
+def _sweep(result: StudyResult, data: PreparedData, config: RunConfig, env: StudyEnv, settings: StudySettings, override: str,
+           values: Sequence[Any], what: str, experiment: str, *, label: Callable[[Any], str], key: Callable[[Any], str],
+           extra: Callable[[Any, TrainedModel, Sampled], Mapping[str, float]]) -> None:
+    """One model per value of config field ``override`` (same data, steps, batch, seed): test accuracy + extra
+    columns per model, and each denoiser's one-step-from-noise accuracy as a diagnostic table."""
+    test = _items(data, "test", settings.eval_items)
+    table = f"test accuracy (%) by {what} ({settings.steps} steps each, {test.numel()} items)"
+    for value in values:
+        trained = train_model(study_config(config, settings, **{override: value}), data, env, experiment=experiment)
+        if trained.run_id is not None:
+            result.model_runs[key(value)] = trained.run_id
+        sampled = sample_items(trained.bundle, data, test, settings, env)
+        metrics = locdiff_metrics(trained.bundle, sampled, trained.bundle.config.eval.reducer)
+        result.add_row(table, label(value), metrics | dict(extra(value, trained, sampled)))
+        one = one_step_points(trained.bundle, data.cond[test], device=env.compute.device, seed=settings.seed)
+        result.add_row(f"diagnostic: each model's denoiser, one step from noise ({test.numel()} items)", label(value),
+                       summarize(one, sampled.truth))
+
+
 # --------------------------------------------------------------------------- losses (Table 8)
 def loss_study(source: DatasetSource, embedder: Embedder, config: RunConfig, env: StudyEnv, settings: StudySettings | None = None,
                *, data: PreparedData | None = None) -> StudyResult:
@@ -594,18 +613,9 @@ def loss_study(source: DatasetSource, embedder: Embedder, config: RunConfig, env
     result.run_id = _start(env, "losses", config, settings)
     names = {"kl": "SHDD KL-divergence", "l1": "L1", "l2": "L2", "cosine": "cosine"}
     with _recording(env, result):
-        test = _items(data, "test", settings.eval_items)
-        table = f"test accuracy (%) by training loss ({settings.steps} steps each, {test.numel()} items)"
-        for loss in settings.losses:
-            trained = train_model(study_config(config, settings, **{"diffusion.loss": loss}), data, env, experiment="study-losses-model")
-            if trained.run_id is not None:
-                result.model_runs[loss] = trained.run_id
-            sampled = sample_items(trained.bundle, data, test, settings, env)
-            metrics = locdiff_metrics(trained.bundle, sampled, trained.bundle.config.eval.reducer)
-            result.add_row(table, names.get(loss, loss), metrics | {"train_s": trained.seconds, "final_loss": trained.final_loss})
-            one = one_step_points(trained.bundle, data.cond[test], device=env.compute.device, seed=settings.seed)
-            result.add_row(f"diagnostic: each model's denoiser, one step from noise ({test.numel()} items)", names.get(loss, loss),
-                           summarize(one, sampled.truth))
+        _sweep(result, data, config, env, settings, "diffusion.loss", settings.losses, "training loss", "study-losses-model",
+               label=lambda loss: names.get(loss, loss), key=str,
+               extra=lambda loss, trained, sampled: {"train_s": trained.seconds, "final_loss": trained.final_loss})
         result.notes.append(f"L={config.model.degree}; reducer '{config.eval.reducer}'; the final_loss column is each loss in its own units.")
     return _finish(env, result)
 
@@ -649,24 +659,17 @@ def degree_study(source: DatasetSource, embedder: Embedder, config: RunConfig, e
     data = data or prepare(source, embedder, config.data)
     result = StudyResult("degrees", settings=settings.to_dict())
     result.run_id = _start(env, "degrees", config, settings)
+    def extra(degree: int, trained: TrainedModel, sampled: Sampled) -> dict[str, float]:
+        return {
+            "degree": float(degree), "dims": float((degree + 1) ** 2),
+            "params_M": sum(p.numel() for p in trained.bundle.net.parameters()) / 1e6,
+            "train_s": trained.seconds, "steps_per_s": trained.steps / max(trained.seconds, 1e-9),
+            "peak_mem_MB": trained.peak_memory_mb, "sample_s": sampled.seconds,
+        }
+
     with _recording(env, result):
-        test = _items(data, "test", settings.eval_items)
-        table = f"test accuracy (%) by SHDD degree ({settings.steps} steps each, {test.numel()} items)"
-        for degree in settings.degrees:
-            trained = train_model(study_config(config, settings, **{"model.degree": degree}), data, env, experiment="study-degrees-model")
-            if trained.run_id is not None:
-                result.model_runs[f"L{degree}"] = trained.run_id
-            sampled = sample_items(trained.bundle, data, test, settings, env)
-            metrics = locdiff_metrics(trained.bundle, sampled, trained.bundle.config.eval.reducer)
-            params = sum(p.numel() for p in trained.bundle.net.parameters())
-            result.add_row(table, f"L={degree}", metrics | {
-                "degree": float(degree), "dims": float((degree + 1) ** 2), "params_M": params / 1e6,
-                "train_s": trained.seconds, "steps_per_s": trained.steps / max(trained.seconds, 1e-9),
-                "peak_mem_MB": trained.peak_memory_mb, "sample_s": sampled.seconds,
-            })
-            one = one_step_points(trained.bundle, data.cond[test], device=env.compute.device, seed=settings.seed)
-            result.add_row(f"diagnostic: each model's denoiser, one step from noise ({test.numel()} items)", f"L={degree}",
-                           summarize(one, sampled.truth))
+        _sweep(result, data, config, env, settings, "model.degree", settings.degrees, "SHDD degree", "study-degrees-model",
+               label=lambda degree: f"L={degree}", key=lambda degree: f"L{degree}", extra=extra)
         result.notes.append("peak_mem_MB: peak allocated CUDA memory on a GPU; on CPU the peak resident-set growth during training (if a probe is given).")
     return _finish(env, result)
 

@@ -243,3 +243,15 @@ def test_eval_compare_runs_the_compare_command_with_the_same_settings(monkeypatc
     assert cli.main(["eval", "runs/run-0001", "--compare", "--sampler", "ddpm:100"]) == 2
     assert "--compare samples with DDIM" in capsys.readouterr().err
     assert cli.main(["eval", "runs/run-0001", "--compare", "--split", "val"]) == 2
+
+
+def test_study_models_depend_on_the_seed_alone(env):
+    """Whatever ran before in the process, a study model's weights are a function of its config (seed included)."""
+    config = studies.study_config(tiny_config(), tiny("losses"))
+    data = studies.prepare(SyntheticSource(), LocationEmbedder(), tiny_config().data)
+    fresh = attrs.evolve(env, reuse_models=False)
+    torch.manual_seed(123)
+    first = studies.train_model(config, data, fresh, experiment="a").bundle.tensors()
+    torch.rand(1000)  # consume the global generator differently
+    second = studies.train_model(config, data, fresh, experiment="b").bundle.tensors()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
