@@ -72,15 +72,23 @@ def coverage_at(u: torch.Tensor, levels: Iterable[float] = LEVELS) -> dict[float
     return {float(a): float((u < a).double().mean()) for a in levels}
 
 
-def calibration_curve(u: torch.Tensor, levels: Sequence[float] = CURVE_LEVELS) -> tuple[list[float], list[float]]:
-    """(nominal, empirical) coverage at ``levels``; the diagonal is perfect calibration."""
-    cov = coverage_at(u, levels)
-    return [float(a) for a in levels], [cov[float(a)] for a in levels]
+def calibration_curve(
+    u: torch.Tensor, levels: Sequence[float] = CURVE_LEVELS, level: Callable[[float], float] | None = None
+) -> tuple[list[float], list[float]]:
+    """(nominal, empirical) coverage at ``levels``; the diagonal is perfect calibration.
+
+    ``level`` maps a nominal level to the HPD level of the region reported for it (default: itself;
+    see :meth:`Calibrator.level`).
+    """
+    if level is None:
+        cov = coverage_at(u, levels)
+        return [float(a) for a in levels], [cov[float(a)] for a in levels]
+    return [float(a) for a in levels], [float((u < level(float(a))).double().mean()) for a in levels]
 
 
-def calibration_error(u: torch.Tensor, levels: Sequence[float] = CURVE_LEVELS) -> float:
+def calibration_error(u: torch.Tensor, levels: Sequence[float] = CURVE_LEVELS, level: Callable[[float], float] | None = None) -> float:
     """Mean absolute gap between empirical and nominal coverage over ``levels``."""
-    nominal, empirical = calibration_curve(u, levels)
+    nominal, empirical = calibration_curve(u, levels, level)
     return sum(abs(e - n) for n, e in zip(nominal, empirical)) / len(nominal)
 
 
@@ -176,6 +184,12 @@ class Calibrator:
         if not self.scores:
             return float(alpha)
         return conformal_level(self.scores, alpha)
+
+    def thresholds(self, grid: DensityGrid, levels: Iterable[float]) -> dict[float, float]:
+        """Density threshold of the region reported at each nominal level (the HPD region at :meth:`level`)."""
+        used = {float(a): self.level(float(a)) for a in levels}
+        at = credible_thresholds(grid, tuple(used.values()))
+        return {a: at[h] for a, h in used.items()}
 
     def grid(self, e: torch.Tensor | None, samples: torch.Tensor | None = None) -> DensityGrid:
         """The map of one prediction from its K SHDD samples ``e`` [K, D] (and decoded ``samples`` [K, 2] for ``kde``)."""
@@ -360,24 +374,19 @@ def evaluate_calibrator(
     u = torch.empty(truth.shape[0], dtype=torch.float64)
     inside = {float(a): torch.zeros(truth.shape[0], dtype=torch.bool) for a in levels}
     areas = {float(a): torch.empty(truth.shape[0], dtype=torch.float64) for a in levels}
-    used = {float(a): calibrator.level(float(a)) for a in levels}  # reported level -> HPD level of its region
     for n in range(truth.shape[0]):
         grid = calibrator.grid(coeffs[n].cpu() if coeffs is not None else None, None if samples is None else samples[n].cpu())
         u[n] = hpd_level(grid, truth[n])
-        thresholds = credible_thresholds(grid, tuple(used.values()))
         i, j = cell_index(grid.lat.shape[0], grid.lon.shape[0], truth[n])
-        for a, level in used.items():
-            t = thresholds[level]
+        for a, t in calibrator.thresholds(grid, levels).items():
             inside[a][n] = bool(grid.density[i, j] >= t)
             areas[a][n] = credible_area_km2(grid, t)
         if on_item is not None:
             on_item(n)
-    nominal = [float(a) for a in curve_levels]
-    empirical = [float((u < calibrator.level(a)).double().mean()) for a in nominal]
     out: dict[str, object] = {
         "calibrator": calibrator.describe(),
-        "calibration_error": sum(abs(e - a) for a, e in zip(nominal, empirical)) / len(nominal),
-        "curve": (nominal, empirical),
+        "calibration_error": calibration_error(u, curve_levels, calibrator.level),
+        "curve": calibration_curve(u, curve_levels, calibrator.level),
         "hpd_levels": u,
         "n": float(truth.shape[0]),
     }

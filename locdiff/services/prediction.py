@@ -90,15 +90,12 @@ class PredictionService:
         if self.calibrator is None:
             grid = density_grid(e.cpu(), settings.grid_lat, settings.grid_lon)
             credible = credible_thresholds(grid, levels)
-        else:  # the calibrated map, and each α-region drawn at the HPD level the calibration assigns to α
+            modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius)
+        else:  # the calibrated map, each α-region drawn at the HPD level the calibration assigns to α
             cal = attrs.evolve(self.calibrator, n_lat=settings.grid_lat, n_lon=settings.grid_lon)
             grid = cal.grid(e.cpu(), samples)
-            used = {a: cal.level(a) for a in levels}
-            thresholds = credible_thresholds(grid, tuple(used.values()))
-            credible = {a: thresholds[used[a]] for a in levels}
-        if self.calibrator is None:
-            modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius)
-        else:  # mode masses from the calibrated map too (on at most 90×180 cells: cost grows with K × cells)
+            credible = cal.thresholds(grid, levels)
+            # mode masses from the calibrated map too (on at most 90×180 cells: cost grows with K × cells)
             small = grid if grid.mass.numel() <= 90 * 180 else attrs.evolve(cal, n_lat=90, n_lon=180).grid(e.cpu(), samples)
             modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius, grid=small)
         refined = None
