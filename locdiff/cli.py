@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from locdiff.config import RunConfig, apply_overrides
-from locdiff.diffusion import PROJECTIONS
+from locdiff.diffusion import DEFAULT_PROJECTION, PROJECTIONS
 from locdiff.metrics import format_table, random_guess_accuracy
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim:20", help="comma-separated samplers, e.g. ddpm:100,ddim:20")
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--reducer", default="mode", choices=["centre", "medoid", "mode"])
-    p.add_argument("--projection", default="snap", choices=list(PROJECTIONS),
+    p.add_argument("--projection", default=DEFAULT_PROJECTION, choices=list(PROJECTIONS),
                    help="what happens to each step's x0 prediction while sampling (see README)")
     p.add_argument("--all-reducers", action="store_true", help="one row per reducer")
     p.add_argument("--compare", action="store_true",
@@ -497,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
     p.add_argument("--sampler-steps", type=int, default=20)
     p.add_argument("--reducer", default="mode", choices=["centre", "medoid", "mode"])
-    p.add_argument("--projection", default="snap", choices=list(PROJECTIONS),
+    p.add_argument("--projection", default=DEFAULT_PROJECTION, choices=list(PROJECTIONS),
                    help="what happens to each step's x0 prediction while sampling (see README)")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--hybrid", action="store_true", help="refine with GeoCLIP retrieval within 200 km of the samples")

@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from locdiff.diffusion import LOSSES, PROJECTIONS, SCHEDULES
+from locdiff.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SCHEDULES
 
 
 def _positive_tuple(instance, attribute, value):
@@ -87,7 +87,7 @@ class EvalConfig:
     sampler: str = attrs.field(default="ddim", validator=v.in_(("ddpm", "ddim")))
     sampler_steps: int = attrs.field(default=20, validator=[v.instance_of(int), v.ge(1)])
     reducer: str = attrs.field(default="mode", validator=v.in_(("centre", "medoid", "mode")))
-    projection: str = attrs.field(default="snap", validator=v.in_(PROJECTIONS))  # x0 between sampling steps
+    projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=v.in_(PROJECTIONS))  # x0 between sampling steps
     max_items: int | None = None
 
 

@@ -20,6 +20,7 @@ from locdiff.decoding import grid_argmax
 LOSSES = ("kl", "l1", "l2", "cosine")
 SCHEDULES = ("cosine", "linear")
 PROJECTIONS = ("none", "norm", "degree", "snap")
+DEFAULT_PROJECTION = "snap"  # best on validation (README: samplers table)
 
 
 def project_codes(x0: torch.Tensor, kind: str, scale: float = math.sqrt(4 * math.pi)) -> torch.Tensor:
@@ -106,7 +107,7 @@ class Diffusion:
 
     schedule: Schedule
     data_scale: float = math.sqrt(4 * math.pi)
-    projection: str = attrs.field(default="degree", validator=attrs.validators.in_(PROJECTIONS))
+    projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=attrs.validators.in_(PROJECTIONS))
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε``."""

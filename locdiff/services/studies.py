@@ -38,7 +38,7 @@ from locdiff.bundle import ModelBundle
 from locdiff.calibration import RAW, Calibrator, evaluate_calibrator, fit_calibration
 from locdiff.config import RunConfig, apply_overrides
 from locdiff.decoding import anchor_decode, decode, default_radius_km
-from locdiff.diffusion import LOSSES, PROJECTIONS
+from locdiff.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS
 from locdiff.metrics import SCALES_KM, format_table, random_guess_accuracy, summarize
 from locdiff.ports import CheckpointStore, Compute, DatasetSource, Embedder, ExperimentStore, RunRecord
 from locdiff.reduction import reduce_samples
@@ -70,7 +70,7 @@ class StudySettings:
     samples: int = 16  # K diffusion samples per item
     sampler: str = "ddim"
     sampler_steps: int = 20
-    projection: str = attrs.field(default="snap", validator=attrs.validators.in_(PROJECTIONS))  # x0 between steps
+    projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=attrs.validators.in_(PROJECTIONS))  # x0 between steps
     baseline_steps: int = 1500
     baseline_cells: tuple[int, ...] = attrs.field(default=(256, 1024), converter=_tuple)
     seed: int = 0

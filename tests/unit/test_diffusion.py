@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from locdiff import shdd
 from locdiff.decoding import decode, grid_argmax
-from locdiff.diffusion import PROJECTIONS, Diffusion, Schedule, cosine_betas, linear_betas, project_codes
+from locdiff.diffusion import DEFAULT_PROJECTION, PROJECTIONS, Diffusion, Schedule, cosine_betas, linear_betas, project_codes
 from locdiff.geo import great_circle_km
 from locdiff.prediction import PredictSettings
 
@@ -106,6 +106,7 @@ def test_projection_errors_are_specific() -> None:
 
 
 def test_predict_settings_accepts_exactly_the_projections() -> None:
+    assert PredictSettings().projection == DEFAULT_PROJECTION  # prediction.py cannot import diffusion (cycle)
     for kind in PROJECTIONS:
         assert PredictSettings(projection=kind).projection == kind
     with pytest.raises(ValueError):
