@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -46,11 +46,15 @@ def _separable_tables(degree: int, n_lat: int, n_lon: int, dtype: torch.dtype, d
         for m in range(-l, l + 1):
             index[m + degree, l] = sh_index(l, m)
     padded = torch.cat((table, torch.zeros(n_lat, 1, dtype=table.dtype)), 1)[:, index]  # [n_lat, 2L+1, L+1]
-    m = torch.arange(-degree, degree + 1, dtype=torch.float64)
-    angle = m.abs()[:, None] * torch.deg2rad(lon)[None, :]
-    trig = torch.where(m[:, None] < 0, torch.sin(angle), torch.cos(angle))  # [2L+1, n_lon]
     to = dict(dtype=dtype, device=device)
-    return padded.permute(1, 2, 0).contiguous().to(**to), trig.to(**to), index.to(device)
+    return padded.permute(1, 2, 0).contiguous().to(**to), _order_trig(degree, lon).to(**to), index.to(device)
+
+
+def _order_trig(degree: int, lon_deg: torch.Tensor) -> torch.Tensor:
+    """``[2L+1, n]`` float64: row ``m + L`` holds ``sin(|m|φ)`` for m < 0 and ``cos(mφ)`` for m ≥ 0."""
+    m = torch.arange(-degree, degree + 1, dtype=torch.float64, device=lon_deg.device)
+    angle = m.abs()[:, None] * torch.deg2rad(lon_deg.double())[None, :]
+    return torch.where(m[:, None] < 0, torch.sin(angle), torch.cos(angle))
 
 
 def grid_logits(e: torch.Tensor, n_lat: int, n_lon: int, *, batch: int = 256) -> torch.Tensor:
@@ -86,10 +90,7 @@ def _product_logits(e: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor) -> to
     table = legendre_table(torch.deg2rad(90.0 - lat), degree).to(e.dtype)  # [R, D]
     a = torch.zeros(lat.shape[0], 2 * degree + 1, dtype=e.dtype, device=e.device)
     a.index_add_(1, _order_of_columns(degree, str(e.device)), table * e[None, :])  # [R, 2L+1]
-    m = torch.arange(-degree, degree + 1, dtype=torch.float64, device=e.device)
-    angle = m.abs()[:, None] * torch.deg2rad(lon.double())[None, :]
-    trig = torch.where(m[:, None] < 0, torch.sin(angle), torch.cos(angle)).to(e.dtype)  # [2L+1, C]
-    return a @ trig
+    return a @ _order_trig(degree, lon).to(e.dtype)
 
 
 def _cell_integrals(e: torch.Tensor, f: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor, area: torch.Tensor, sub: int, max_cells: int):
