@@ -21,8 +21,9 @@ Each has ``fit(train_cond, train_latlon, val_cond, val_latlon, *, device, seed, 
 from __future__ import annotations
 
 import copy
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import torch
@@ -346,22 +347,28 @@ class UnitVectorRegressor:
         return {"best_step": float(self.best_step)}
 
 
+Baseline = KNNRetrieval | GridClassifier | UnitVectorRegressor
+
+
+def baseline_fitters(
+    *, device: torch.device | str = "cpu", seed: int = 0, steps: int = 1500, cells: Sequence[int] = (256, 1024)
+) -> dict[str, Callable[..., Baseline]]:
+    """The four comparison baselines by display name, each ``fit(train_cond, train_latlon, val_cond, val_latlon)``."""
+    return {
+        "kNN (k=1)": functools.partial(KNNRetrieval.fit, device=device, seed=seed, k=1),
+        "kNN (k=10, weighted)": functools.partial(KNNRetrieval.fit, device=device, seed=seed, k=10),
+        "grid classifier": functools.partial(GridClassifier.fit, device=device, seed=seed, steps=steps, cells=cells),
+        "regression (unit vector)": functools.partial(UnitVectorRegressor.fit, device=device, seed=seed, steps=steps),
+    }
+
+
 def fit_all(
     train_cond: torch.Tensor,
     train_latlon: torch.Tensor,
     val_cond: torch.Tensor,
     val_latlon: torch.Tensor,
-    *,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    steps: int = 1500,
-    cells: Sequence[int] = (256, 1024),
-) -> dict[str, KNNRetrieval | GridClassifier | UnitVectorRegressor]:
-    """The four baseline rows of the comparison table, keyed by a display name."""
+    **options,
+) -> dict[str, Baseline]:
+    """The four baseline rows of the comparison table, keyed by a display name (``options``: of :func:`baseline_fitters`)."""
     args = (train_cond, train_latlon, val_cond, val_latlon)
-    return {
-        "kNN (k=1)": KNNRetrieval.fit(*args, device=device, seed=seed, k=1),
-        "kNN (k=10, weighted)": KNNRetrieval.fit(*args, device=device, seed=seed, k=10),
-        "grid classifier": GridClassifier.fit(*args, device=device, seed=seed, steps=steps, cells=cells),
-        "regression (unit vector)": UnitVectorRegressor.fit(*args, device=device, seed=seed, steps=steps),
-    }
+    return {name: fit(*args) for name, fit in baseline_fitters(**options).items()}

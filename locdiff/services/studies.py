@@ -33,7 +33,7 @@ import attrs
 import torch
 
 from locdiff import anchors as anchor_sets
-from locdiff.baselines import GridClassifier, KNNRetrieval, UnitVectorRegressor, nearest_points
+from locdiff.baselines import KNNRetrieval, baseline_fitters, nearest_points
 from locdiff.bundle import ModelBundle
 from locdiff.calibration import RAW, Calibrator, evaluate_calibrator, fit_calibration
 from locdiff.config import RunConfig, apply_overrides
@@ -439,25 +439,16 @@ def _random_row() -> dict[str, float]:
     return random_guess_accuracy() | {"median_km": math.nan, "geoscore": math.nan}
 
 
-def _fit_baselines(data: PreparedData, settings: StudySettings, env: StudyEnv, which: Sequence[str] = ("knn1", "knn", "grid", "regression")):
+def _fit_baselines(data: PreparedData, settings: StudySettings, env: StudyEnv) -> dict[str, tuple[Any, float]]:
+    """Each baseline of :func:`locdiff.baselines.baseline_fitters` fitted on train (selection on val), with its fit time."""
     tr, va = data.splits["train"], data.splits.get("val", torch.empty(0, dtype=torch.long))
     args = (data.cond[tr], data.latlon[tr], data.cond[va], data.latlon[va])
-    kw = dict(device=env.compute.device, seed=settings.seed)
+    fitters = baseline_fitters(device=env.compute.device, seed=settings.seed, steps=settings.baseline_steps, cells=settings.baseline_cells)
     out: dict[str, tuple[Any, float]] = {}
-    for key in which:
+    for name, fit in fitters.items():
+        env.say(f"fitting baseline {name}")
         t0 = time.perf_counter()
-        env.say(f"fitting baseline {key}")
-        if key == "knn1":
-            model = KNNRetrieval.fit(*args, k=1, **kw)
-        elif key == "knn":
-            model = KNNRetrieval.fit(*args, k=10, **kw)
-        elif key == "grid":
-            model = GridClassifier.fit(*args, steps=settings.baseline_steps, cells=settings.baseline_cells, **kw)
-        elif key == "regression":
-            model = UnitVectorRegressor.fit(*args, steps=settings.baseline_steps, **kw)
-        else:
-            raise ValueError(f"unknown baseline {key!r}")
-        out[key] = (model, time.perf_counter() - t0)
+        out[name] = (fit(*args), time.perf_counter() - t0)
     return out
 
 
