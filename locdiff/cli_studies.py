@@ -110,7 +110,8 @@ class RssProbe:
             self.peak_bytes = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self._maxrss0)
 
 
-def _config(args) -> RunConfig:
+def _config(args, model_config: RunConfig | None = None) -> RunConfig:
+    """The study's run config: ``--config``/defaults plus flags, or (``--run``) the given model's config."""
     overrides = {
         "model.degree": getattr(args, "degree", None),
         "data.places_limit": args.places,
@@ -120,15 +121,12 @@ def _config(args) -> RunConfig:
         "workdir": args.workdir,
         "store_url": args.store,
     }
-    if args.run:
-        from locdiff.container import load_model
-
-        bundle, _ = load_model(Path(args.run))
+    if model_config is not None:
         # keep the model's data settings (same places, same splits); use this session's workdir/store/device
         keep = {k: v for k, v in overrides.items() if k in ("device", "workdir", "store_url", "data.source") and v is not None}
         keep.setdefault("workdir", "runs")
         keep.setdefault("store_url", None)
-        data = bundle.config.to_dict()
+        data = model_config.to_dict()
         data["store_url"] = None
         return RunConfig.from_dict(apply_overrides(data, keep))
     path = Path(args.config) if args.config else DEFAULT_CONFIG
@@ -172,6 +170,7 @@ def _settings(args, study: str):
 
 
 def _run_study(study: str, args) -> int:
+    from adapters.atomic import atomic_open
     from locdiff.container import build_container, load_model
     from locdiff.services.studies import RUNNERS, StudyEnv, format_result
 
@@ -181,17 +180,19 @@ def _run_study(study: str, args) -> int:
         raise ValueError(f"study {study!r} trains its own models; --run is only for compare, anchors and calibration")
     from locdiff.container import save_calibration
 
-    config = _config(args)
+    kwargs: dict[str, Any] = {}
+    bundle = None
+    if args.run:  # loaded once, on the CPU; the study moves it to its device
+        bundle, ckpt = load_model(Path(args.run), torch.device("cpu"))
+        kwargs["bundle"] = bundle
+    config = _config(args, bundle.config if bundle is not None else None)
     settings = _settings(args, study)
     container = build_container(config)
     compute = container.compute()
     env = StudyEnv(compute=compute, checkpoints=container.checkpoints(), store=container.store(), workdir=Path(config.workdir),
                    progress=_progress, code_version=_code_version(), memory=RssProbe, log=_log,
                    reuse_models=not args.retrain)
-    kwargs: dict[str, Any] = {}
-    if args.run:
-        bundle, ckpt = load_model(Path(args.run), compute.device)
-        kwargs["bundle"] = bundle
+    if bundle is not None:
         _log(f"model {ckpt} (L={bundle.degree}, {bundle.config.diffusion.loss}, {bundle.config.train.steps} steps)")
         if study == "calibration":
             def save(calibrator, ckpt=ckpt):
@@ -205,7 +206,8 @@ def _run_study(study: str, args) -> int:
     result = RUNNERS[study](_source(container, args), container.embedder(), config, env, settings, **kwargs)
     out = Path(config.workdir) / "studies" / f"{study}-{result.run_id if result.run_id is not None else 'x'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result.to_dict(), indent=2, default=float))
+    with atomic_open(out, "w", encoding="utf-8") as f:
+        f.write(json.dumps(result.to_dict(), indent=2, default=float))
     print(f"\n## study {study} (run {result.run_id}, {time.perf_counter() - t0:.0f} s)\n")
     print(format_result(result))
     print(f"\nresults: {out}\nreport:  python -m locdiff.cli report {result.run_id} --out reports/")
@@ -224,6 +226,7 @@ def cmd_convert(args) -> int:
     """Write a benchmark's metadata as the generic ``id,lat,lon,image,group`` CSV that ``train --data`` reads."""
     import csv
 
+    from adapters.atomic import atomic_open
     from adapters.benchmark_formats import BenchmarkSource
 
     src = BenchmarkSource(args.format, Path(args.csv), Path(args.image_root) if args.image_root else None,
@@ -231,7 +234,7 @@ def cmd_convert(args) -> int:
     samples = src.load()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(out, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["id", "lat", "lon", "image", "group"])
         groups = samples.groups or ("",) * len(samples)
