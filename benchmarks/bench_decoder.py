@@ -23,11 +23,9 @@ arbitrary one of them (errors of tens of km whatever the anchor density).
 from __future__ import annotations
 
 import argparse
-import gc
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 # idle OpenMP threads sleep instead of spinning (shared, oversubscribed CPUs); same for every method
@@ -41,26 +39,11 @@ import locdiff  # noqa: E402
 from locdiff import anchors, geo  # noqa: E402
 from locdiff.decoding import anchor_decode  # noqa: E402
 from locdiff.harmonics import real_sh  # noqa: E402
+from _timing import best_time, status  # noqa: E402
 
 EDGES = torch.tensor([[90.0, 0.0], [-90.0, 0.0], [0.0, 180.0], [-0.5, -179.9], [89.99, 45.0], [37.77, -122.42]], dtype=torch.float64)
 GOAL_SPEEDUP = 100.0
 GOAL_ERROR_KM = 0.1
-
-
-def status() -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"threads={torch.get_num_threads()} load=({load})"
-
-
-def best_time(fn, repeats: int) -> tuple[float, float, torch.Tensor]:
-    """Best wall-clock and best CPU time (``time.process_time``: all threads) over ``repeats`` calls."""
-    wall, cpu, out = math.inf, math.inf, None
-    for _ in range(repeats):
-        gc.collect()
-        w, c = time.perf_counter(), time.process_time()
-        out = fn()
-        wall, cpu = min(wall, time.perf_counter() - w), min(cpu, time.process_time() - c)
-    return wall, cpu, out
 
 
 def _tangent(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

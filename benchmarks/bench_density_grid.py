@@ -20,11 +20,9 @@ sub-grids (an estimate of the integration error); plus whether the most massive 
 from __future__ import annotations
 
 import argparse
-import gc
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 # idle OpenMP threads sleep instead of spinning (shared, oversubscribed CPUs); same for every method
@@ -38,20 +36,9 @@ import locdiff  # noqa: E402
 from locdiff import anchors, decoding  # noqa: E402
 from locdiff.decoding import density_grid  # noqa: E402
 from locdiff.harmonics import real_sh  # noqa: E402
+from _timing import status, timed  # noqa: E402
 
 GOAL_MS = 100.0
-
-
-def status() -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"threads={torch.get_num_threads()} load=({load})"
-
-
-def timed(fn) -> tuple[float, float, object]:
-    gc.collect()
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
 def direct_mass(e: torch.Tensor, n_lat: int, n_lon: int, chunk: int = 65_536) -> torch.Tensor:

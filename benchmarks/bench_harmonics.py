@@ -36,7 +36,6 @@ import gc
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a shared, oversubscribed CPU spinning threads of
@@ -53,6 +52,7 @@ from locdiff import harmonics  # noqa: E402
 from locdiff.anchors import uniform_random  # noqa: E402
 from locdiff.geo import to_xyz, validate_latlon  # noqa: E402
 from locdiff.harmonics import legendre_kernel, real_sh  # noqa: E402
+from _timing import status, timed  # noqa: E402
 
 try:  # optional baseline
     import sphericart.torch as sphericart_torch
@@ -124,21 +124,6 @@ def effective_latlon(latlon: torch.Tensor) -> torch.Tensor:
     return validate_latlon(latlon).double()
 
 
-def timed(fn) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one call."""
-    gc.collect()
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    del out
-    return wall, cpu
-
-
-def status() -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"threads={torch.get_num_threads()} load=({load})"
-
-
 def _path(points: torch.Tensor, degree: int) -> str:
     return "Fourier/GEMM" if harmonics._use_fourier(points, degree) else "recurrence"
 
@@ -189,7 +174,7 @@ def bench_degree(degree: int, n_points: int, n_ref: int, n_pairs: int, repeats: 
         for key, (_, fn) in methods.items():
             if key == ref and rep > 0 and n_ref * degree > 200_000:
                 continue  # the reference is slow: one timing is enough
-            wall, cpu = timed(fn)
+            wall, cpu = timed(fn)[:2]  # the result is dropped at once
             best[key], best_cpu[key] = min(best[key], wall), min(best_cpu[key], cpu)
     load = status()
 
