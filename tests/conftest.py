@@ -21,5 +21,14 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models: faster and deterministic on a shared CPU), restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def data_dir() -> Path:
     return DATA

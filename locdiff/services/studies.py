@@ -353,8 +353,7 @@ def train_model(config: RunConfig, data: PreparedData, env: StudyEnv, *, experim
     if reused is not None:
         if reused.bundle.embedder_id != data.embedder_id:
             raise ValueError(f"run {reused.run_id}: trained on {reused.bundle.embedder_id!r}, data embedded with {data.embedder_id!r}")
-        reused.bundle.net.eval()
-        return reused
+        return reused  # from_checkpoint leaves the net in eval mode
     run_id = env.store.start_run(experiment, config.to_dict(), env.code_version) if env.store is not None else None
     torch.manual_seed(config.train.seed)  # the initial weights depend on the seed alone (as `train`)
     bundle = ModelBundle.create(config, data.cond_dim, data.embedder_id, env.compute.device)

@@ -33,13 +33,7 @@ def synthetic(n: int, seed: int, *, cities: int = 24, spread_km: float = 60.0, n
     return cond.float(), latlon
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny MLPs: one thread is faster (and deterministic) on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

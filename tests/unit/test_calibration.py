@@ -28,12 +28,7 @@ from locdiff.decoding import credible_area_km2, credible_thresholds, density_gri
 from locdiff.prediction import DensityGrid
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def grid_from_mass(mass: torch.Tensor) -> DensityGrid:
