@@ -11,7 +11,7 @@ import json
 import warnings
 from pathlib import Path
 
-from locdiff.calibration import Calibrator
+from locdiff.core.calibration import Calibrator
 from adapters.atomic import atomic_open
 
 FILE_NAME = "calibration.json"

@@ -23,7 +23,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from locdiff.serialization import plain_json
+from locdiff.core.serialization import plain_json
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "weights.safetensors"

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from locdiff.metrics import SCALES_KM
+from locdiff.core.metrics import SCALES_KM
 from locdiff.services.studies import ACC_KEYS, StudyResult, format_result
 
 _SCALE_NAMES = [f"{s:g} km" for s in SCALES_KM]

@@ -1,6 +1,6 @@
 """Benchmark: the continuous SHDD decoder ``locdiff.decode`` against the paper's anchor decoder.
 
-Baseline (named, same run): ``locdiff.decoding.anchor_decode(e, anchors.fibonacci(1_000_000))`` —
+Baseline (named, same run): ``locdiff.core.decoding.anchor_decode(e, anchors.fibonacci(1_000_000))`` —
 eq. 17 over a 1M-point Fibonacci grid (spacing ≈ 22.6 km), the paper's method. The grid is built
 once, outside the timings; each timing decodes the whole batch and is reported per vector.
 
@@ -36,9 +36,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import locdiff  # noqa: E402
-from locdiff import anchors, geo  # noqa: E402
-from locdiff.decoding import anchor_decode  # noqa: E402
-from locdiff.harmonics import real_sh  # noqa: E402
+from locdiff.core import anchors, geo  # noqa: E402
+from locdiff.core.decoding import anchor_decode  # noqa: E402
+from locdiff.core.harmonics import real_sh  # noqa: E402
 from _timing import best_time, status  # noqa: E402
 
 EDGES = torch.tensor([[90.0, 0.0], [-90.0, 0.0], [0.0, 180.0], [-0.5, -179.9], [89.99, 45.0], [37.77, -122.42]], dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Benchmark: ``locdiff.decoding.density_grid`` on a 360x720 (0.5°) grid at L=47.
+"""Benchmark: ``locdiff.core.decoding.density_grid`` on a 360x720 (0.5°) grid at L=47.
 
 Baseline (named, same run): *direct evaluation* — ``real_sh`` at all 259,200 cell centres, one
 matmul ``e @ Y.T`` for the logits, then the normalised point-sampled density (mass of a cell =
@@ -33,9 +33,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import locdiff  # noqa: E402
-from locdiff import anchors, decoding  # noqa: E402
-from locdiff.decoding import density_grid  # noqa: E402
-from locdiff.harmonics import real_sh  # noqa: E402
+from locdiff.core import anchors, decoding  # noqa: E402
+from locdiff.core.decoding import density_grid  # noqa: E402
+from locdiff.core.harmonics import real_sh  # noqa: E402
 from _timing import status, timed  # noqa: E402
 
 GOAL_MS = 100.0

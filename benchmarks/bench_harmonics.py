@@ -1,4 +1,4 @@
-"""Benchmark: real spherical harmonics ``locdiff.harmonics.real_sh`` against named baselines.
+"""Benchmark: real spherical harmonics ``locdiff.core.harmonics.real_sh`` against named baselines.
 
 Baselines, all measured in the same run, interleaved, best of ``--repeats``:
 
@@ -48,10 +48,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from locdiff import harmonics  # noqa: E402
-from locdiff.anchors import uniform_random  # noqa: E402
-from locdiff.geo import to_xyz, validate_latlon  # noqa: E402
-from locdiff.harmonics import legendre_kernel, real_sh  # noqa: E402
+from locdiff.core import harmonics  # noqa: E402
+from locdiff.core.anchors import uniform_random  # noqa: E402
+from locdiff.core.geo import to_xyz, validate_latlon  # noqa: E402
+from locdiff.core.harmonics import legendre_kernel, real_sh  # noqa: E402
 from _timing import status, timed  # noqa: E402
 
 try:  # optional baseline

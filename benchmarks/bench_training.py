@@ -3,7 +3,7 @@
 1. Training steps/s and peak memory at L = 15, 31, 47 (batch 512, 2048 fresh anchors, the default
    CS-UNet widths 512/256/128, 384-d conditions like MiniLM), through the real training use case.
 2. Peak memory of one KL step (forward + backward, batch 512) against the anchor count, for the
-   chunked ``locdiff.shdd.kl`` and for the named baseline "unchunked": ``e @ real_sh(anchors).T``
+   chunked ``locdiff.core.shdd.kl`` and for the named baseline "unchunked": ``e @ real_sh(anchors).T``
    with the whole ``[N, (L+1)^2]`` harmonics block in memory. The ``[B, N]`` logits must grow with
    N; the harmonics of the chunked KL must stay one block of ``DEFAULT_CHUNK`` anchors.
 
@@ -99,7 +99,7 @@ def worker_train(degree: int, batch: int, anchors: int, steps: int, warmup: int,
     import torch
 
     from adapters.compute import TorchCompute
-    from locdiff.bundle import ModelBundle
+    from locdiff.core.bundle import ModelBundle
     from locdiff.config import RunConfig
     from locdiff.services.data import PreparedData
     from locdiff.services.training import train
@@ -144,9 +144,9 @@ def worker_kl(variant: str, degree: int, batch: int, anchors: int, device: str, 
     import torch
 
     from adapters.compute import TorchCompute
-    from locdiff import anchors as anchor_sets
-    from locdiff import shdd
-    from locdiff.harmonics import DEFAULT_CHUNK, real_sh
+    from locdiff.core import anchors as anchor_sets
+    from locdiff.core import shdd
+    from locdiff.core.harmonics import DEFAULT_CHUNK, real_sh
 
     if threads:
         torch.set_num_threads(threads)
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     print(f"\n## KL step (forward + backward) vs anchor count: L={args.kl_degree}, batch {args.batch}")
-    print("baseline 'unchunked': e @ real_sh(anchors).T with the whole [N, (L+1)^2] block; 'chunked': locdiff.shdd.kl")
+    print("baseline 'unchunked': e @ real_sh(anchors).T with the whole [N, (L+1)^2] block; 'chunked': locdiff.core.shdd.kl")
     print("| anchors | [B,N] logits MiB | full harmonics MiB | one chunk MiB | chunked peak MiB | unchunked peak MiB | chunked/unchunked | chunked s | unchunked s |")
     print("|---|---|---|---|---|---|---|---|---|")
     kl = {}

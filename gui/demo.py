@@ -173,7 +173,7 @@ class DemoPredictionService:
     def _predict(self, item: str, key: str, settings):
         import torch
 
-        from locdiff.prediction import DensityGrid, Mode, Prediction
+        from locdiff.core.results import DensityGrid, Mode, Prediction
 
         seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
         rng = np.random.default_rng(seed if settings.seed is None else settings.seed)

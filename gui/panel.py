@@ -10,7 +10,7 @@ from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from locdiff.prediction import PredictSettings
+from locdiff.core.results import PredictSettings
 
 from gui.viewdata import ViewPrediction
 

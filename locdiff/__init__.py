@@ -12,8 +12,8 @@ import os
 # (11 s vs 0.84 s measured); passive waiting costs nothing when the machine is idle. Must precede torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from locdiff.decoding import anchor_decode, decode, density_grid, find_modes
-from locdiff.shdd import encode, kl, log_density
+from locdiff.core.decoding import anchor_decode, decode, density_grid, find_modes
+from locdiff.core.shdd import encode, kl, log_density
 
 __all__ = ["encode", "decode", "kl", "log_density", "anchor_decode", "density_grid", "find_modes"]
 __version__ = "0.1.0"

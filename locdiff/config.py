@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from locdiff.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SCHEDULES
+from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SCHEDULES
 
 
 def _positive_tuple(instance, attribute, value):

@@ -115,7 +115,7 @@ def gps_reader():
 
 def load_model(checkpoint: Path, device=None):
     """(bundle, meta) from a checkpoint folder/file or a run folder (its latest checkpoint)."""
-    from locdiff.bundle import ModelBundle
+    from locdiff.core.bundle import ModelBundle
 
     checkpoint = Path(checkpoint)
     store = _checkpoints(1)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from locdiff.ports import CheckpointRecord, RunRecord
-from locdiff.serialization import plain_json
+from locdiff.core.serialization import plain_json
 from storage.schema import (
     RUN_STATUSES,
     SCHEMA_VERSION,

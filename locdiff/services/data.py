@@ -7,7 +7,7 @@ import torch
 
 from locdiff.config import DataConfig
 from locdiff.ports import DatasetSource, Embedder, ItemFailure
-from locdiff.splits import spatial_holdout, split_by_hash
+from locdiff.core.splits import spatial_holdout, split_by_hash
 
 
 @attrs.frozen

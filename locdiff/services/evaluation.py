@@ -5,11 +5,11 @@ from __future__ import annotations
 import attrs
 import torch
 
-from locdiff.bundle import ModelBundle
+from locdiff.core.bundle import ModelBundle
 from locdiff.config import EvalConfig
-from locdiff.metrics import summarize
-from locdiff.reduction import REDUCERS, reduce_samples
-from locdiff.decoding import default_radius_km
+from locdiff.core.metrics import summarize
+from locdiff.core.reduction import REDUCERS, reduce_samples
+from locdiff.core.decoding import default_radius_km
 from locdiff.ports import ExperimentStore
 from locdiff.services.data import PreparedData
 from locdiff.services.progress import ProgressFactory

@@ -15,12 +15,12 @@ from typing import Any
 import attrs
 import torch
 
-from locdiff.bundle import ModelBundle
-from locdiff.calibration import Calibrator
-from locdiff.decoding import credible_thresholds, decode, default_radius_km, density_grid, find_modes
+from locdiff.core.bundle import ModelBundle
+from locdiff.core.calibration import Calibrator
+from locdiff.core.decoding import credible_thresholds, decode, default_radius_km, density_grid, find_modes
 from locdiff.ports import Embedder, ItemFailure, Retriever
-from locdiff.prediction import Prediction, PredictSettings
-from locdiff.reduction import reduce_samples
+from locdiff.core.results import Prediction, PredictSettings
+from locdiff.core.reduction import reduce_samples
 from locdiff.services.sampling import sample_coefficients
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from locdiff.bundle import ModelBundle
-from locdiff.decoding import decode, default_radius_km
-from locdiff.reduction import reduce_samples
+from locdiff.core.bundle import ModelBundle
+from locdiff.core.decoding import decode, default_radius_km
+from locdiff.core.reduction import reduce_samples
 from locdiff.services.progress import NullProgress, ProgressFactory
 
 

@@ -1,7 +1,7 @@
 """Use cases: the evidence — LocDiffusion beside baselines, and the paper's ablations reproduced.
 
 Every study works on the same embeddings, hash-stable splits and metrics as training
-(:mod:`locdiff.services.data`, :mod:`locdiff.metrics`); anything chosen (baseline temperatures,
+(:mod:`locdiff.services.data`, :mod:`locdiff.core.metrics`); anything chosen (baseline temperatures,
 cells, steps, calibration parameters) is chosen on the validation split, never on test.
 
 * :func:`compare` — LocDiffusion vs kNN retrieval (k = 1 and weighted k = 10), grid
@@ -32,16 +32,16 @@ from typing import Any, Protocol
 import attrs
 import torch
 
-from locdiff import anchors as anchor_sets
-from locdiff.baselines import KNNRetrieval, baseline_fitters, nearest_points
-from locdiff.bundle import ModelBundle
-from locdiff.calibration import RAW, Calibrator, evaluate_calibrator, fit_calibration
+from locdiff.core import anchors as anchor_sets
+from locdiff.core.baselines import KNNRetrieval, baseline_fitters, nearest_points
+from locdiff.core.bundle import ModelBundle
+from locdiff.core.calibration import RAW, Calibrator, evaluate_calibrator, fit_calibration
 from locdiff.config import RunConfig, apply_overrides
-from locdiff.decoding import anchor_decode, decode, default_radius_km
-from locdiff.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS
-from locdiff.metrics import SCALES_KM, format_table, random_guess_accuracy, summarize
+from locdiff.core.decoding import anchor_decode, decode, default_radius_km
+from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS
+from locdiff.core.metrics import SCALES_KM, format_table, random_guess_accuracy, summarize
 from locdiff.ports import CheckpointStore, Compute, DatasetSource, Embedder, ExperimentStore, RunRecord
-from locdiff.reduction import reduce_samples
+from locdiff.core.reduction import reduce_samples
 from locdiff.services.data import PreparedData, prepare
 from locdiff.services.progress import NullProgress, ProgressFactory
 from locdiff.services.sampling import predict_locations
@@ -439,7 +439,7 @@ def _random_row() -> dict[str, float]:
 
 
 def _fit_baselines(data: PreparedData, settings: StudySettings, env: StudyEnv) -> dict[str, tuple[Any, float]]:
-    """Each baseline of :func:`locdiff.baselines.baseline_fitters` fitted on train (selection on val), with its fit time."""
+    """Each baseline of :func:`locdiff.core.baselines.baseline_fitters` fitted on train (selection on val), with its fit time."""
     tr, va = data.splits["train"], data.splits.get("val", torch.empty(0, dtype=torch.long))
     args = (data.cond[tr], data.latlon[tr], data.cond[va], data.latlon[va])
     fitters = baseline_fitters(device=env.compute.device, seed=settings.seed, steps=settings.baseline_steps, cells=settings.baseline_cells)

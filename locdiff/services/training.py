@@ -26,8 +26,8 @@ from typing import Any
 import attrs
 import torch
 
-from locdiff import anchors
-from locdiff.bundle import ModelBundle
+from locdiff.core import anchors
+from locdiff.core.bundle import ModelBundle
 from locdiff.ports import CheckpointRecord, CheckpointStore, Compute, ExperimentStore
 from locdiff.services.data import PreparedData
 from locdiff.services.progress import NullProgress, ProgressFactory

@@ -16,7 +16,7 @@ import torch
 from adapters.checkpoints import SafetensorsCheckpointStore
 from adapters.compute import TorchCompute
 from locdiff import cli
-from locdiff.bundle import ModelBundle
+from locdiff.core.bundle import ModelBundle
 from locdiff.config import DataConfig, RunConfig
 from locdiff.ports import Embedded, ItemFailure
 from locdiff.services.data import prepare

@@ -60,7 +60,7 @@ def test_checkpoint_refuses_another_embedder(trained_run, tmp_path):
 
 
 def test_a_saved_calibration_widens_the_credible_regions_of_predictions(trained_run, capsys):
-    from locdiff.calibration import Calibrator
+    from locdiff.core.calibration import Calibrator
     from locdiff.container import load_model, save_calibration
 
     root, run_dir = trained_run

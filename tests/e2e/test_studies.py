@@ -13,7 +13,7 @@ import torch
 
 from adapters.checkpoints import SafetensorsCheckpointStore
 from adapters.compute import TorchCompute
-from locdiff import anchors, geo
+from locdiff.core import anchors, geo
 from locdiff.config import RunConfig
 from locdiff.ports import Embedded, GeoSamples
 from locdiff.services import studies
@@ -174,7 +174,7 @@ def test_settings_defaults_and_quick():
 
 
 def test_cli_registers_its_commands():
-    from locdiff import cli_studies
+    from locdiff.cli import studies as cli_studies
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,7 +193,8 @@ def test_cli_registers_its_commands():
 
 def test_cli_study_and_report_end_to_end(tmp_path, monkeypatch, capsys):
     """`study compare --quick` on a tiny text CSV through the real container (MiniLM), then `report`."""
-    from locdiff import cli, cli_studies
+    from locdiff import cli
+    from locdiff.cli import studies as cli_studies
 
     pytest.importorskip("matplotlib")
     rows = [("lat", "lon", "text")]
@@ -226,7 +227,8 @@ def test_cli_study_and_report_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_eval_compare_runs_the_compare_command_with_the_same_settings(monkeypatch, capsys):
-    from locdiff import cli, cli_studies
+    from locdiff import cli
+    from locdiff.cli import studies as cli_studies
 
     seen = []
     monkeypatch.setattr(cli_studies, "cmd_compare", lambda a: seen.append(a) or 0)

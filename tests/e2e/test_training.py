@@ -25,15 +25,15 @@ import torch
 
 from adapters.checkpoints import SafetensorsCheckpointStore
 from adapters.compute import TorchCompute
-from locdiff.bundle import ModelBundle
+from locdiff.core.bundle import ModelBundle
 from locdiff.config import DataConfig, EvalConfig, RunConfig
-from locdiff.geo import to_xyz
-from locdiff.metrics import random_guess_accuracy
+from locdiff.core.geo import to_xyz
+from locdiff.core.metrics import random_guess_accuracy
 from locdiff.ports import Embedded
 from locdiff.services.data import PreparedData, prepare
 from locdiff.services.evaluation import evaluate
 from locdiff.services.training import train
-from locdiff.splits import split_by_hash
+from locdiff.core.splits import split_by_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 RANDOM_2500 = random_guess_accuracy()["acc@2500km"]  # ≈ 3.8 %: a cap of 2500 km covers 3.8 % of the sphere

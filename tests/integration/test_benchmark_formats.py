@@ -145,7 +145,7 @@ def test_convert_command_writes_the_generic_csv(tmp_path, capsys):
     import argparse
 
     from adapters.csv_source import CsvSource
-    from locdiff import cli_studies
+    from locdiff.cli import studies as cli_studies
 
     csv = write(tmp_path / "test.csv", "id,latitude,longitude,country\n42,48.1,11.5,DE\n43,-33.9,151.2,AU\n")
     touch(tmp_path / "images" / "test" / "42.jpg")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from adapters.calibration_file import FILE_NAME, load_calibration, run_folder, save_calibration
-from locdiff.calibration import Calibrator
+from locdiff.core.calibration import Calibrator
 
 
 def test_round_trip_in_the_run_folder(tmp_path):

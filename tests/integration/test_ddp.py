@@ -27,12 +27,12 @@ if str(ROOT) not in sys.path:  # when run as a torchrun worker script
 
 from adapters.checkpoints import SafetensorsCheckpointStore
 from adapters.compute import TorchCompute, init_distributed
-from locdiff.bundle import ModelBundle
+from locdiff.core.bundle import ModelBundle
 from locdiff.config import RunConfig
-from locdiff.geo import to_xyz
+from locdiff.core.geo import to_xyz
 from locdiff.services.data import PreparedData
 from locdiff.services.training import shard_rows, train
-from locdiff.splits import split_by_hash
+from locdiff.core.splits import split_by_hash
 
 STEPS = 20
 TOL = 1e-5

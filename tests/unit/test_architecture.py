@@ -1,7 +1,7 @@
 """The hexagon's arrows point inward: the locdiff core imports no adapter, storage, GUI or heavy I/O library.
 
-Only the composition root (``locdiff/container.py``) and the entry points (``locdiff/cli.py``,
-``locdiff/cli_studies.py``, ``locdiff/__main__.py``) may name concrete adapters. Checked twice: statically over every import
+Only the composition root (``locdiff/container.py``) and the entry points (``locdiff/cli/main.py``,
+``locdiff/cli/studies.py``, ``locdiff/__main__.py``) may name concrete adapters. Checked twice: statically over every import
 statement (also those inside functions) and dynamically in a fresh interpreter.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "locdiff"
-COMPOSITION = {"container.py", "cli.py", "cli_studies.py", "__main__.py"}
+COMPOSITION = {"container.py", "cli/__init__.py", "cli/__main__.py", "cli/main.py", "cli/studies.py", "__main__.py"}
 FORBIDDEN = ("adapters", "storage", "gui", "open_clip", "sqlalchemy", "PySide6", "pyqtgraph", "OpenGL", "geoclip",
              "safetensors", "PIL", "sentence_transformers", "transformers")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from locdiff import anchors, geo
-from locdiff.baselines import (
+from locdiff.core import anchors, geo
+from locdiff.core.baselines import (
     GridClassifier,
     KNNRetrieval,
     UnitVectorRegressor,
@@ -15,7 +15,7 @@ from locdiff.baselines import (
     selection_score,
     spherical_kmeans,
 )
-from locdiff.metrics import random_guess_accuracy, summarize
+from locdiff.core.metrics import random_guess_accuracy, summarize
 
 
 def synthetic(n: int, seed: int, *, cities: int = 24, spread_km: float = 60.0, noise: float = 0.3, dim: int = 32):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import locdiff
-from locdiff import anchors, geo
-from locdiff.anchors import equiangular
-from locdiff.calibration import (
+from locdiff.core import anchors, geo
+from locdiff.core.anchors import equiangular
+from locdiff.core.calibration import (
     Calibrator,
     calibration_curve,
     calibration_error,
@@ -24,8 +24,8 @@ from locdiff.calibration import (
     kde_grid,
     mixture_grid,
 )
-from locdiff.decoding import credible_area_km2, credible_thresholds, density_grid
-from locdiff.prediction import DensityGrid
+from locdiff.core.decoding import credible_area_km2, credible_thresholds, density_grid
+from locdiff.core.results import DensityGrid
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -203,7 +203,7 @@ def sometimes_wrong(n: int, seed: int, degree: int = 11, k: int = 4, wrong: floa
 
 
 def test_conformal_level_by_hand():
-    from locdiff.calibration import conformal_level
+    from locdiff.core.calibration import conformal_level
 
     scores = [0.1 * i for i in range(1, 10)]  # n = 9
     assert conformal_level(scores, 0.5) == pytest.approx(0.5) and conformal_level(scores, 0.5) > 0.5  # ⌈10·0.5⌉ = 5th

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import locdiff
-from locdiff import anchors, geo
-from locdiff.decoding import anchor_decode, default_radius_km, credible_thresholds, density_grid, find_modes, grid_logits
-from locdiff.harmonics import real_sh
+from locdiff.core import anchors, geo
+from locdiff.core.decoding import anchor_decode, default_radius_km, credible_thresholds, density_grid, find_modes, grid_logits
+from locdiff.core.harmonics import real_sh
 
 SPECIAL = torch.tensor([[90.0, 0.0], [-90.0, 0.0], [0.0, 180.0], [-0.5, -179.9], [89.99, 45.0], [37.77, -122.42]])
 
@@ -126,7 +126,7 @@ def test_mixture_modes_and_credible_regions():
 
 @pytest.mark.parametrize("degree,gain", [(31, 1.0), (15, 0.3)])  # sharp peaks; broad lobes (all cells hot)
 def test_product_logits_match_direct_harmonics_and_both_integration_paths_agree(monkeypatch, degree, gain):
-    from locdiff import decoding
+    from locdiff.core import decoding
 
     g = torch.Generator().manual_seed(2)
     e = torch.randn(24**2, generator=g, dtype=torch.float64)
@@ -154,7 +154,7 @@ def test_product_logits_match_direct_harmonics_and_both_integration_paths_agree(
 
 
 def test_pruning_weak_grid_peaks_never_changes_the_decoded_mode(monkeypatch):
-    from locdiff import decoding
+    from locdiff.core import decoding
 
     g = torch.Generator().manual_seed(5)
     cases = []

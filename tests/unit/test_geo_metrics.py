@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from locdiff import geo, metrics
+from locdiff.core import geo, metrics
 
 
 def test_great_circle_known_distances():
@@ -48,7 +48,7 @@ def test_spherical_mean():
 
 
 def test_random_guess_baseline_matches_monte_carlo():
-    from locdiff.anchors import uniform_random
+    from locdiff.core.anchors import uniform_random
 
     g = torch.Generator().manual_seed(0)
     d = geo.great_circle_km(uniform_random(200_000, g, dtype=torch.float64), uniform_random(200_000, g, dtype=torch.float64))

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import sph_harm_y
 
-from locdiff.geo import central_angle
-from locdiff.harmonics import degree_from_width, legendre_kernel, num_coeffs, real_sh, sh_index
+from locdiff.core.geo import central_angle
+from locdiff.core.harmonics import degree_from_width, legendre_kernel, num_coeffs, real_sh, sh_index
 
 EDGE_POINTS = torch.tensor(
     [

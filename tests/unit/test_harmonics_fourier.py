@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from locdiff import harmonics
-from locdiff.anchors import uniform_random
-from locdiff.geo import central_angle, validate_latlon
-from locdiff.harmonics import legendre_kernel, legendre_table, real_sh
+from locdiff.core import harmonics
+from locdiff.core.anchors import uniform_random
+from locdiff.core.geo import central_angle, validate_latlon
+from locdiff.core.harmonics import legendre_kernel, legendre_table, real_sh
 
 EDGE_POINTS = torch.tensor(
     [

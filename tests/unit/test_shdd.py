@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import locdiff
-from locdiff import anchors
-from locdiff.shdd import encode, kl, log_density, logits, target_logits
+from locdiff.core import anchors
+from locdiff.core.shdd import encode, kl, log_density, logits, target_logits
 
 ANCHORS = anchors.fibonacci(4096)
 
@@ -106,7 +106,7 @@ def test_no_nan_or_inf_at_l255_float32():
 
 def test_chunked_logits_match_and_backprop(monkeypatch):
     """The anchor chunking (memory bound) gives the same values and gradients as one block."""
-    import locdiff.shdd as shdd
+    import locdiff.core.shdd as shdd
 
     t = torch.tensor([[5.0, 5.0], [-20.0, 100.0]], dtype=torch.float64)
     a = anchors.uniform_random(700, torch.Generator().manual_seed(2), dtype=torch.float64)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from locdiff.splits import hash_unit, spatial_holdout, split_by_hash
+from locdiff.core.splits import hash_unit, spatial_holdout, split_by_hash
 
 
 def _assignment(ids: list[str], splits: dict[str, torch.Tensor]) -> dict[str, str]:

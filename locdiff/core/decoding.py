@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import torch
 
-from locdiff import geo
-from locdiff.anchors import equiangular
-from locdiff.harmonics import legendre_table, real_sh, sh_index
-from locdiff.prediction import DensityGrid, Mode
-from locdiff.shdd import check_coeffs
+from locdiff.core import geo
+from locdiff.core.anchors import equiangular
+from locdiff.core.harmonics import legendre_table, real_sh, sh_index
+from locdiff.core.results import DensityGrid, Mode
+from locdiff.core.shdd import check_coeffs
 
 #: a cell whose coarse logit is this far below the maximum holds < e^-30 of the peak's density
 _NEGLIGIBLE = 30.0
@@ -174,7 +174,7 @@ def credible_area_km2(grid: DensityGrid, threshold: float) -> float:
 def grid_argmax(coeffs: torch.Tensor, n_lat: int, *, batch: int = 256) -> torch.Tensor:
     """Highest point of ``f_e`` on an equiangular ``n_lat × 2·n_lat`` grid: ``[N, d]`` → ``[N, 2]`` degrees.
 
-    A cheap, grid-limited decoder for intermediate use (e.g. :func:`locdiff.diffusion.project_codes`);
+    A cheap, grid-limited decoder for intermediate use (e.g. :func:`locdiff.core.diffusion.project_codes`);
     :func:`decode` is the arbitrary-resolution one.
     """
     check_coeffs(coeffs, "coeffs")

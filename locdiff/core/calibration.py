@@ -1,9 +1,9 @@
 """Credible regions from a prediction's probability map, their coverage, and their calibration.
 
 A prediction's probability map is the mixture of its K samples' SHDD densities ``q_e`` (eq. 11),
-integrated into the cells of an equiangular grid (as :func:`locdiff.decoding.density_grid`, but
+integrated into the cells of an equiangular grid (as :func:`locdiff.core.decoding.density_grid`, but
 in log space so no cell underflows to zero). Its highest-posterior-density (HPD) region at level
-α is the set of densest cells holding α of the mass (:func:`locdiff.decoding.credible_thresholds`);
+α is the set of densest cells holding α of the mass (:func:`locdiff.core.decoding.credible_thresholds`);
 the truth is *covered* when its cell is in that region.
 
 Everything follows from one number per prediction, its **HPD level** ``u`` — the mass of the
@@ -39,10 +39,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import attrs
 import torch
 
-from locdiff import geo
-from locdiff.anchors import equiangular
-from locdiff.decoding import credible_area_km2, credible_thresholds, grid_logits
-from locdiff.prediction import DensityGrid
+from locdiff.core import geo
+from locdiff.core.anchors import equiangular
+from locdiff.core.decoding import credible_area_km2, credible_thresholds, grid_logits
+from locdiff.core.results import DensityGrid
 
 FAMILIES = ("sample-temperature", "mixture-temperature", "kde")
 LEVELS = (0.5, 0.9, 0.95)
@@ -145,7 +145,7 @@ def sample_logits(e: torch.Tensor, n_lat: int, n_lon: int, sub: int) -> torch.Te
 def mixture_grid(e: torch.Tensor, *, temperature: float = 1.0, n_lat: int = 180, n_lon: int = 360, sub: int = 2) -> DensityGrid:
     """The K-sample mixture of ``q_e^(1/τ)`` (``e`` [K, D] or [D]) integrated into ``n_lat × n_lon`` cells.
 
-    With τ = 1 this is :func:`locdiff.decoding.density_grid` (midpoint rule on ``sub × sub``
+    With τ = 1 this is :func:`locdiff.core.decoding.density_grid` (midpoint rule on ``sub × sub``
     points per cell instead of its adaptive sub-grid).
     """
     return _as_grid(_mixture_mass(sample_logits(e, n_lat, n_lon, sub) / temperature, n_lat, n_lon, sub), n_lat, n_lon)
@@ -368,8 +368,8 @@ def evaluate_calibrator(
 ) -> dict[str, object]:
     """Coverage at ``levels``, median/mean HPD area (km²) at each, the calibration curve and error.
 
-    Regions and areas use :func:`locdiff.decoding.credible_thresholds` and
-    :func:`locdiff.decoding.credible_area_km2` on each prediction's map.
+    Regions and areas use :func:`locdiff.core.decoding.credible_thresholds` and
+    :func:`locdiff.core.decoding.credible_area_km2` on each prediction's map.
     """
     u = torch.empty(truth.shape[0], dtype=torch.float64)
     inside = {float(a): torch.zeros(truth.shape[0], dtype=torch.bool) for a in levels}

@@ -13,7 +13,7 @@ Registered on ``python -m locdiff.cli`` by ``cli_studies.register(sub)``::
 A study stores itself as one run of experiment ``study-<name>`` in the experiment store (its
 settings and run config as the config, every table cell as an evaluation) and writes
 ``<workdir>/studies/<name>-<run_id>.json``; ``report`` rebuilds Markdown + PNG plots from the store.
-Like ``locdiff/cli.py`` this is an entry point of the hexagon: it may name adapters.
+Like ``locdiff/cli/main.py`` this is an entry point of the hexagon: it may name adapters.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 from locdiff.config import RunConfig, apply_overrides
-from locdiff.diffusion import PROJECTIONS
+from locdiff.core.diffusion import PROJECTIONS
 
-DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "default.toml"
 FORMATS = ("mp16", "im2gps3k", "yfcc4k", "yfcc26k", "osv5m")
 
 
@@ -49,7 +49,7 @@ def _log(message: str) -> None:
 
 
 def _code_version() -> str:
-    from locdiff.cli import _code_version as version
+    from locdiff.cli.main import _code_version as version
 
     return version()
 

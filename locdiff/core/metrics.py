@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from locdiff.geo import great_circle_km
+from locdiff.core.geo import great_circle_km
 
 #: the standard scales (street, city, region, country, continent), paper Table 1
 SCALES_KM: tuple[float, ...] = (1.0, 25.0, 200.0, 750.0, 2500.0)
@@ -42,7 +42,7 @@ def summarize(pred_latlon: torch.Tensor, true_latlon: torch.Tensor, scales: Sequ
 
 def random_guess_accuracy(scales: Sequence[float] = SCALES_KM) -> dict[str, float]:
     """Expected accuracy of a uniformly random guess on the sphere: the cap area fraction ``(1 - cos(d/R))/2``."""
-    from locdiff.geo import EARTH_RADIUS_KM
+    from locdiff.core.geo import EARTH_RADIUS_KM
 
     return {f"acc@{s:g}km": 100.0 * (1 - math.cos(min(s / EARTH_RADIUS_KM, math.pi))) / 2 for s in scales}
 

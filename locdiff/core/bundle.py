@@ -14,8 +14,8 @@ import attrs
 import torch
 
 from locdiff.config import RunConfig
-from locdiff.diffusion import Diffusion, Schedule
-from locdiff.network import CSUNet
+from locdiff.core.diffusion import Diffusion, Schedule
+from locdiff.core.network import CSUNet
 
 KIND = "locdiff-csunet"
 FORMAT = 1

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from locdiff.geo import validate_latlon
+from locdiff.core.geo import validate_latlon
 
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 

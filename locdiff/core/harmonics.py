@@ -43,7 +43,7 @@ import math
 
 import torch
 
-from locdiff.geo import validate_latlon
+from locdiff.core.geo import validate_latlon
 
 #: points evaluated per chunk; bounds temporary memory (chunk * (L+1)^2 values at most twice)
 DEFAULT_CHUNK = 4096

@@ -14,8 +14,8 @@ import math
 
 import torch
 
-from locdiff.geo import to_xyz, validate_latlon
-from locdiff.harmonics import DEFAULT_CHUNK, degree_from_width, legendre_kernel, real_sh
+from locdiff.core.geo import to_xyz, validate_latlon
+from locdiff.core.harmonics import DEFAULT_CHUNK, degree_from_width, legendre_kernel, real_sh
 
 
 def encode(latlon: torch.Tensor, degree: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from locdiff import geo
+from locdiff.core import geo
 
 REDUCERS = ("centre", "medoid", "mode")
 

@@ -29,8 +29,8 @@ import attrs
 import torch
 from torch import nn
 
-from locdiff import geo
-from locdiff.metrics import SCALES_KM, summarize
+from locdiff.core import geo
+from locdiff.core.metrics import SCALES_KM, summarize
 
 
 def selection_score(pred_latlon: torch.Tensor, true_latlon: torch.Tensor) -> float:

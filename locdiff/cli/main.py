@@ -19,10 +19,10 @@ from typing import Any
 import torch
 
 from locdiff.config import RunConfig, apply_overrides
-from locdiff.diffusion import DEFAULT_PROJECTION, PROJECTIONS
-from locdiff.metrics import format_table, random_guess_accuracy
+from locdiff.core.diffusion import DEFAULT_PROJECTION, PROJECTIONS
+from locdiff.core.metrics import format_table, random_guess_accuracy
 
-DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "default.toml"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -34,7 +34,7 @@ def _progress(**kwargs):
 
 def _code_version() -> str:
     try:
-        root = Path(__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[2]
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
         if sha.returncode == 0:
@@ -90,7 +90,7 @@ def cmd_train(args) -> int:
     import attrs
 
     from adapters.compute import init_distributed
-    from locdiff.bundle import ModelBundle
+    from locdiff.core.bundle import ModelBundle
     from locdiff.container import build_container, load_model
     from locdiff.services.data import prepare
     from locdiff.services.evaluation import evaluate
@@ -315,7 +315,7 @@ def cmd_eval(args) -> int:
 
 
 def _hybrid_metrics(container, data, args, ev, store, run_id) -> dict[str, float]:
-    from locdiff.metrics import summarize
+    from locdiff.core.metrics import summarize
     from locdiff.services.hybrid import refine_with_retrieval
 
     index = data.splits[args.split][: ev.truth.shape[0]]
@@ -347,8 +347,8 @@ def _run_id_of(path: Path) -> int | None:
 # --------------------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
     from locdiff.container import build_prediction_service
-    from locdiff.decoding import credible_area_km2
-    from locdiff.prediction import PredictSettings
+    from locdiff.core.decoding import credible_area_km2
+    from locdiff.core.results import PredictSettings
     from locdiff.ports import ItemFailure
 
     service = build_prediction_service(Path(args.run), device=args.device, hybrid=args.hybrid, workdir=args.workdir)
@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=None, help="CSV path (default: DIRECTORY/locations.csv)")
     q.set_defaults(func=cmd_dataset)
 
-    from locdiff import cli_studies
+    from locdiff.cli import studies as cli_studies
 
     cli_studies.register(sub)
 

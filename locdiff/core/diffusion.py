@@ -14,8 +14,8 @@ from collections.abc import Callable
 import attrs
 import torch
 
-from locdiff import shdd
-from locdiff.decoding import grid_argmax
+from locdiff.core import shdd
+from locdiff.core.decoding import grid_argmax
 
 LOSSES = ("kl", "l1", "l2", "cosine")
 SCHEDULES = ("cosine", "linear")

@@ -1,6 +1,6 @@
 """CS-UNet: the conditional SIREN UNet that denoises SHDD vectors (paper §4.5, Fig. 2).
 
-It knows nothing about noise schedules or losses (see :mod:`locdiff.diffusion`): it maps a noisy
+It knows nothing about noise schedules or losses (see :mod:`locdiff.core.diffusion`): it maps a noisy
 latent ``x_t`` [B, d], a timestep ``t`` [B] and a condition ``c`` [B, d_I] to a prediction of the
 clean SHDD vector ``x_0`` [B, d].
 """

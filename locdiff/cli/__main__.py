@@ -1,0 +1,5 @@
+import sys
+
+from locdiff.cli.main import main
+
+sys.exit(main())
