@@ -168,6 +168,8 @@ class Diffusion:
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         projection: str | None = None,
+        noise: Callable[[tuple[int, int]], torch.Tensor] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
         """Draw one SHDD vector per condition row (repeat rows for K samples): ``[B, d_I]`` → ``[B, dim]``.
 
@@ -175,10 +177,20 @@ class Diffusion:
         visits ``steps`` evenly spaced timesteps, deterministic for ``eta = 0``. Returned vectors
         are in SHDD units (``data_scale`` removed), ready for :func:`locdiff.decode`. Each step's x0
         prediction is projected with :func:`project_codes` (``projection``, default the instance's).
+
+        ``noise(shape)`` (optional) supplies every standard-normal draw of the chain instead of
+        ``generator`` (callers use it to seed each input on its own); ``on_step(done, total)`` is
+        called after each step and may raise to cancel the chain.
         """
         projection = self.projection if projection is None else projection
         gen_device = generator.device if generator is not None else cond.device
-        x = torch.randn((cond.shape[0], dim), generator=generator, device=gen_device, dtype=cond.dtype).to(cond.device)
+
+        def normal(shape: tuple[int, int]) -> torch.Tensor:
+            if noise is not None:
+                return noise(shape).to(device=cond.device, dtype=cond.dtype)
+            return torch.randn(shape, generator=generator, device=gen_device, dtype=cond.dtype).to(cond.device)
+
+        x = normal((cond.shape[0], dim))
         abar = self.schedule.alphas_cumprod.to(cond.device)
         total = self.schedule.steps
         if sampler == "ddpm":
@@ -205,5 +217,7 @@ class Diffusion:
             direction = (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
             x = a_prev.sqrt() * x0 + direction
             if prev >= 0 and float(sigma) > 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
+                x = x + sigma * normal((x.shape[0], x.shape[1]))
+            if on_step is not None:
+                on_step(i + 1, len(times))
         return x / self.data_scale
