@@ -1,7 +1,7 @@
 """Markdown + PNG reports of study results (matplotlib lives here, never in the core).
 
 ``render_report(results, out_dir, name)`` writes ``out_dir/<name>.md`` with every study's tables
-(:func:`locdiff.services.studies.format_result`) and plots under ``out_dir/<name>-figures/``:
+(:func:`locdiff.core.tables.format_result`) and plots under ``out_dir/<name>-figures/``:
 
 * accuracy per scale per method (compare, losses, spatial);
 * calibration curves (nominal vs empirical coverage, raw and calibrated);
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from locdiff.core.metrics import SCALES_KM
-from locdiff.services.studies import ACC_KEYS, StudyResult, format_result
+from locdiff.core.tables import ACC_KEYS, StudyResult, format_result
 
 _SCALE_NAMES = [f"{s:g} km" for s in SCALES_KM]
 
