@@ -69,6 +69,20 @@ class RunRecord:
 
 
 @attrs.frozen
+class NamedPlaces:
+    """A bare place-name query and every place that carries the name (the name-only benchmark's truth).
+
+    ``kind`` is ``"ambiguous"`` or ``"control"`` (a name carried by one place only).
+    """
+
+    query: str
+    kind: str
+    latlon: torch.Tensor  # [N, 2] float64 degrees
+    population: torch.Tensor  # [N] float64
+    labels: tuple[str, ...]  # each place as "name, region, country"
+
+
+@attrs.frozen
 class CheckpointRecord:
     path: str
     sha256: str
@@ -105,6 +119,16 @@ class Embedder(Protocol):
     def embed_texts(self, texts: Sequence[str]) -> Embedded: ...
 
     def embed_images(self, paths: Sequence[Path]) -> Embedded: ...
+
+
+@runtime_checkable
+class NameBenchmarkSource(Protocol):
+    """Yields the name-only benchmark: bare-name queries with the places that carry each."""
+
+    @property
+    def name(self) -> str: ...
+
+    def load(self) -> tuple[NamedPlaces, ...]: ...
 
 
 @runtime_checkable
