@@ -10,7 +10,7 @@ from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from locdiff.core.results import PredictSettings
+from locdiff.core.sampling import PredictSettings
 
 from gui.viewdata import ViewPrediction
 

@@ -19,7 +19,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SCHEDULES
+from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS, SCHEDULES
+from locdiff.core.reduction import REDUCERS
+from locdiff.core.sampling import SamplingSettings
 
 
 def _positive_tuple(instance, attribute, value):
@@ -84,11 +86,15 @@ class DataConfig:
 @attrs.frozen
 class EvalConfig:
     samples: int = attrs.field(default=16, validator=[v.instance_of(int), v.ge(1)])
-    sampler: str = attrs.field(default="ddim", validator=v.in_(("ddpm", "ddim")))
+    sampler: str = attrs.field(default="ddim", validator=v.in_(SAMPLERS))
     sampler_steps: int = attrs.field(default=20, validator=[v.instance_of(int), v.ge(1)])
-    reducer: str = attrs.field(default="mode", validator=v.in_(("centre", "medoid", "mode")))
+    reducer: str = attrs.field(default="mode", validator=v.in_(REDUCERS))
     projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=v.in_(PROJECTIONS))  # x0 between sampling steps
     max_items: int | None = None
+
+    def sampling(self, seed: int | None = 0) -> SamplingSettings:
+        """This section's sampling choices as the one :class:`SamplingSettings` value (the TOML keeps its flat keys)."""
+        return SamplingSettings(self.sampler, self.sampler_steps, self.projection, self.samples, self.reducer, seed)
 
 
 @attrs.frozen

@@ -348,7 +348,7 @@ def _run_id_of(path: Path) -> int | None:
 def cmd_predict(args) -> int:
     from locdiff.container import build_prediction_service
     from locdiff.core.decoding import credible_area_km2
-    from locdiff.core.results import PredictSettings
+    from locdiff.core.sampling import PredictSettings
     from locdiff.ports import ItemFailure
 
     service = build_prediction_service(Path(args.run), device=args.device, hybrid=args.hybrid, workdir=args.workdir)

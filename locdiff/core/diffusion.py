@@ -19,6 +19,7 @@ from locdiff.core.decoding import grid_argmax
 
 LOSSES = ("kl", "l1", "l2", "cosine")
 SCHEDULES = ("cosine", "linear")
+SAMPLERS = ("ddpm", "ddim")  # every sampler Diffusion.sample knows (one list: CLI, configs, the app)
 PROJECTIONS = ("none", "norm", "degree", "snap")
 DEFAULT_PROJECTION = "snap"  # best on validation (README: samplers table)
 

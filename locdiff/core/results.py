@@ -51,20 +51,3 @@ class Prediction:
     credible: dict[float, float] = attrs.field(factory=dict)
     refined: tuple[float, float] | None = None  # hybrid (GeoCLIP) refinement, if requested
     calibration: str = ""  # how the map and its credible levels were calibrated ("" = raw)
-
-
-@attrs.frozen
-class PredictSettings:
-    """How to sample and decode a prediction (paper: K=16 samples, DDPM with 100 steps)."""
-
-    samples: int = attrs.field(default=16, validator=attrs.validators.ge(1))
-    sampler: str = attrs.field(default="ddim", validator=attrs.validators.in_(("ddpm", "ddim")))
-    steps: int = attrs.field(default=20, validator=attrs.validators.ge(1))
-    reducer: str = attrs.field(default="mode", validator=attrs.validators.in_(("centre", "medoid", "mode")))
-    projection: str = attrs.field(default="snap", validator=attrs.validators.in_(("none", "norm", "degree", "snap")))
-    grid_lat: int = attrs.field(default=180, validator=attrs.validators.ge(4))
-    grid_lon: int = attrs.field(default=360, validator=attrs.validators.ge(8))
-    top_modes: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    hybrid: bool = False
-    hybrid_radius_km: float = 200.0
-    seed: int | None = None

@@ -46,18 +46,7 @@ def evaluate(
         index = index[: settings.max_items]
     if index.numel() == 0:
         raise ValueError(f"split {split!r} of dataset {data.name!r} is empty")
-    points, samples, _ = predict_locations(
-        bundle,
-        data.cond[index],
-        samples=settings.samples,
-        sampler=settings.sampler,
-        steps=settings.sampler_steps,
-        reducer=settings.reducer,
-        projection=settings.projection,
-        seed=seed,
-        device=device,
-        progress=progress,
-    )
+    points, samples, _ = predict_locations(bundle, data.cond[index], settings.sampling(seed), device=device, progress=progress)
     truth = data.latlon[index]
     radius = 2 * default_radius_km(bundle.degree)
     by_reducer = {r: summarize(reduce_samples(samples, r, radius_km=radius), truth) for r in REDUCERS}

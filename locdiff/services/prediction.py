@@ -19,7 +19,8 @@ from locdiff.core.bundle import ModelBundle
 from locdiff.core.calibration import Calibrator
 from locdiff.core.decoding import credible_thresholds, decode, default_radius_km, density_grid, find_modes
 from locdiff.ports import Embedder, ItemFailure, Retriever
-from locdiff.core.results import Prediction, PredictSettings
+from locdiff.core.results import Prediction
+from locdiff.core.sampling import PredictSettings
 from locdiff.core.reduction import reduce_samples
 from locdiff.services.sampling import sample_coefficients
 

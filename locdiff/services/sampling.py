@@ -7,6 +7,7 @@ import torch
 from locdiff.core.bundle import ModelBundle
 from locdiff.core.decoding import decode, default_radius_km
 from locdiff.core.reduction import reduce_samples
+from locdiff.core.sampling import SamplingSettings
 from locdiff.services.progress import NullProgress, ProgressFactory
 
 
@@ -34,28 +35,34 @@ def sample_coefficients(
 def predict_locations(
     bundle: ModelBundle,
     cond: torch.Tensor,
+    sampling: SamplingSettings,
     *,
-    samples: int = 16,
-    sampler: str = "ddim",
-    steps: int = 20,
-    reducer: str = "mode",
-    seed: int = 0,
     batch: int = 128,
     device: torch.device | None = None,
     progress: ProgressFactory | None = None,
     keep_coefficients: bool = False,
-    projection: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Point predictions ``[B, 2]``, decoded samples ``[B, K, 2]`` (and the coefficients, if asked)."""
+    """Point predictions ``[B, 2]`` (``sampling.reducer``), decoded samples ``[B, K, 2]`` (and the coefficients, if asked).
+
+    One generator seeded with ``sampling.seed`` draws every batch (None: unseeded).
+    """
     device = device or next(bundle.net.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed) if device.type != "mps" else None
+    g = None
+    if device.type != "mps":
+        g = torch.Generator(device=device)
+        if sampling.seed is None:
+            g.seed()  # a fresh, non-deterministic draw
+        else:
+            g.manual_seed(sampling.seed)
+    k = sampling.samples
     points, all_samples, coeffs = [], [], []
-    bar = (progress or NullProgress)(total=cond.shape[0], desc=f"sample {sampler}")
+    bar = (progress or NullProgress)(total=cond.shape[0], desc=f"sample {sampling.sampler}")
     for start in range(0, cond.shape[0], batch):
         c = cond[start : start + batch].to(device)
-        e = sample_coefficients(bundle, c, samples=samples, sampler=sampler, steps=steps, generator=g, projection=projection)
-        locs = decode(e.reshape(-1, bundle.dim).float()).reshape(c.shape[0], samples, 2).double()
-        points.append(reduce_samples(locs, reducer, radius_km=2 * default_radius_km(bundle.degree)).cpu())
+        e = sample_coefficients(bundle, c, samples=k, sampler=sampling.sampler, steps=sampling.steps, generator=g,
+                                projection=sampling.projection)
+        locs = decode(e.reshape(-1, bundle.dim).float()).reshape(c.shape[0], k, 2).double()
+        points.append(reduce_samples(locs, sampling.reducer, radius_km=2 * default_radius_km(bundle.degree)).cpu())
         all_samples.append(locs.cpu())
         if keep_coefficients:
             coeffs.append(e.cpu())

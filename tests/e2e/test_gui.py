@@ -33,7 +33,7 @@ from gui.app import MainWindow  # noqa: E402
 from gui.demo import DemoPredictionService, MemoryHistory  # noqa: E402
 from gui.viewdata import haversine_km  # noqa: E402
 from locdiff.ports import ItemFailure  # noqa: E402
-from locdiff.core.results import PredictSettings  # noqa: E402
+from locdiff.core.sampling import PredictSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

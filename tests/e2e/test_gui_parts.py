@@ -12,7 +12,7 @@ import pytest
 from gui import assets, heat, jobs, regions, viewdata
 from gui.demo import DemoPredictionService, MemoryHistory, demo_gps_reader, mixture
 from locdiff.ports import ItemFailure
-from locdiff.core.results import PredictSettings
+from locdiff.core.sampling import PredictSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = ROOT / "tests" / "data" / "photos"

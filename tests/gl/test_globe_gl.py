@@ -33,7 +33,7 @@ def settle(ms=150):
 def prediction(grid=(180, 360)):
     from gui.demo import DemoPredictionService
     from gui.viewdata import from_prediction
-    from locdiff.core.results import PredictSettings
+    from locdiff.core.sampling import PredictSettings
 
     svc = DemoPredictionService({"stockholm": (59.33, 18.07)})
     p = svc.predict_images([PHOTOS / "stockholm-panorama.jpg"], PredictSettings(grid_lat=grid[0], grid_lon=grid[1]))[0]

@@ -14,7 +14,7 @@ from locdiff.core import shdd
 from locdiff.core.decoding import decode, grid_argmax
 from locdiff.core.diffusion import DEFAULT_PROJECTION, PROJECTIONS, Diffusion, Schedule, cosine_betas, linear_betas, project_codes
 from locdiff.core.geo import great_circle_km
-from locdiff.core.results import PredictSettings
+from locdiff.core.sampling import PredictSettings
 
 SCALE = math.sqrt(4 * math.pi)
 lats = st.floats(-89.0, 89.0)

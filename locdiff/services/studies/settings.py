@@ -11,7 +11,8 @@ from typing import Any, Protocol
 import attrs
 
 from locdiff.config import RunConfig, apply_overrides
-from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS
+from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS
+from locdiff.core.sampling import SamplingSettings
 from locdiff.ports import CheckpointStore, Compute, ExperimentStore
 from locdiff.services.progress import ProgressFactory
 
@@ -34,7 +35,7 @@ class StudySettings:
     eval_items: int = 500  # test (or hold-out) items evaluated
     val_items: int = 250  # validation items (calibration fitting)
     samples: int = 16  # K diffusion samples per item
-    sampler: str = "ddim"
+    sampler: str = attrs.field(default="ddim", validator=attrs.validators.in_(SAMPLERS))
     sampler_steps: int = 20
     projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=attrs.validators.in_(PROJECTIONS))  # x0 between steps
     baseline_steps: int = 1500
@@ -52,6 +53,10 @@ class StudySettings:
 
     def replace(self, **changes: Any) -> "StudySettings":
         return attrs.evolve(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def sampling(self, reducer: str = "mode") -> SamplingSettings:
+        """How the study samples: the one :class:`SamplingSettings` value (seeded with the study's seed)."""
+        return SamplingSettings(self.sampler, self.sampler_steps, self.projection, self.samples, reducer, self.seed)
 
 
 #: Default sizes per study. Measured on the shared 2-core CPU with one torch thread: a batch-512

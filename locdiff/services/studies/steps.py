@@ -40,11 +40,8 @@ class Sampled:
 
 def sample_items(bundle: ModelBundle, data: PreparedData, index: torch.Tensor, settings: StudySettings, env: StudyEnv) -> Sampled:
     t0 = time.perf_counter()
-    _, samples, coeffs = predict_locations(
-        bundle, data.cond[index], samples=settings.samples, sampler=settings.sampler, steps=settings.sampler_steps,
-        projection=settings.projection, seed=settings.seed, device=env.compute.device, progress=env.progress,
-        keep_coefficients=True,
-    )
+    _, samples, coeffs = predict_locations(bundle, data.cond[index], settings.sampling(), device=env.compute.device,
+                                           progress=env.progress, keep_coefficients=True)
     return Sampled(samples, coeffs.float(), data.latlon[index].double(), time.perf_counter() - t0)
 
 
