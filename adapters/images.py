@@ -20,8 +20,21 @@ __all__ = ["ImageError", "load_rgb", "DEFAULT_MAX_PIXELS", "ALLOWED_FORMATS", "o
 DEFAULT_MAX_PIXELS = 89_478_485
 
 _WANTED_FORMATS = (
-    "JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "PPM", "TGA", "AVIF", "JPEG2000", "QOI",
+    "JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "PPM", "TGA", "AVIF", "JPEG2000", "QOI", "HEIF",
 )
+
+
+def _register_heif() -> bool:
+    """Teach Pillow HEIC/HEIF (iPhone photos) through ``pillow-heif``, when it is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+HEIF_SUPPORTED = _register_heif()
 
 
 class ImageError(ValueError):

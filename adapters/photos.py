@@ -35,7 +35,7 @@ _LAT_REF, _LAT, _LON_REF, _LON = 1, 2, 3, 4
 _GPS_STATUS = 9
 
 #: File suffixes scanned by :func:`photos_to_csv` (compared case-insensitively).
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".png", ".webp", ".avif")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".png", ".webp", ".avif", ".heic", ".heif")
 
 
 @attrs.frozen

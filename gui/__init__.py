@@ -8,5 +8,10 @@ Modules: ``app`` (entry points), ``window`` (the main window), ``globe`` / ``ove
 (2D map, the fallback without OpenGL), ``panel`` (side panel), ``workers`` / ``jobs`` (background
 work), ``viewdata`` (display values, history payloads, exports), ``regions`` (credible regions,
 contours), ``heat`` (colour map), ``assets`` (Blue Marble, GSHHS boundaries), ``geocode``,
-``demo`` (a fake service for ``--demo``, tests and benchmarks), ``screenshot``, ``qtcompat``.
+``demo`` (a fake service for ``--demo``, tests and benchmarks), ``screenshot``, ``qtcompat``,
+``triton_guard`` (imported here: keeps triton's LLVM out of a process that draws with Mesa).
 """
+
+from gui import triton_guard as _triton_guard
+
+_triton_guard.block()  # before anything can load Mesa's LLVM (see gui/triton_guard.py)

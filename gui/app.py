@@ -1,8 +1,9 @@
 """The LocDiff desktop app: drop a photo, see where on Earth it was taken, as a heatmap on a globe.
 
-Entry points: ``locdiff-gui`` (:func:`main`) and ``python -m locdiff.cli gui``, which calls
-:func:`run` with the composition root's service factory, experiment store and EXIF GPS reader.
-The window drives the prediction use case only; it never imports adapters or storage.
+Entry points: ``locdiff-gui`` (:func:`main`, wired here from ``locdiff.container``) and
+``python -m locdiff.cli gui``, which calls :func:`run` with the container's service factory,
+experiment store and EXIF GPS reader. The GUI never calls the CLI; it reaches the model only through
+the ``PredictionService`` port the container builds.
 """
 
 from __future__ import annotations
@@ -57,14 +58,17 @@ def run(
     checkpoint: Path | None = None,
     *,
     inputs: Sequence[Path] = (),
+    text: str | None = None,
     geocoder: Geocoder | None = reverse_geocode,
     view: str | None = None,
     screenshot: Path | None = None,
     size: tuple[int, int] | None = None,
+    timeout_s: float = 600.0,
 ) -> int:
     """Open the window (blocking) with the composition root's factory, store and GPS reader.
 
-    ``inputs`` are opened at start; with ``screenshot`` the window renders, saves a PNG and exits.
+    ``inputs`` (photos) and ``text`` (a place query) are answered at start; with ``screenshot`` the
+    window waits for the answers, draws them, saves a PNG and exits (0; 1 if nothing could be answered).
     """
     app = _app()
     win = MainWindow(service_factory, store, gps_reader, checkpoint, geocoder=geocoder)
@@ -75,46 +79,73 @@ def run(
     win.show()
     if inputs:
         win.open_paths([Path(p) for p in inputs])
+    if text:
+        win.query.setText(text)
+        win.run_text(text)
     if screenshot is not None:
         from gui.screenshot import capture
 
-        win.wait_idle(120000)
+        done = win.wait_idle(int(timeout_s * 1000))
         capture(win, Path(screenshot))
+        errors = win.messages.texts(errors_only=True)
         win.close()
-        return 0
+        if not done:
+            print(f"locdiff-gui: the prediction did not finish within {timeout_s:.0f} s", file=sys.stderr)
+            return 1
+        for e in errors:
+            print(f"locdiff-gui: {e}", file=sys.stderr)
+        print(f"saved {screenshot} ({len(win.session)} prediction(s))")
+        return 0 if (win.session or not (inputs or text)) else 1
     return app.exec()
+
+
+def add_window_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags ``locdiff-gui`` and ``python -m locdiff.cli gui`` share (besides the model)."""
+    p.add_argument("--text", default=None, help="a place query to answer at start")
+    p.add_argument("--view", choices=("globe", "flat"), default=None)
+    p.add_argument("--screenshot", type=Path, default=None,
+                   help="answer the inputs / --text, draw, save this PNG and exit")
+    p.add_argument("--size", default=None, help="window size WxH, e.g. 1600x1000")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--size: expected WIDTHxHEIGHT such as 1600x1000, got {text!r}") from None
+    return w, h
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="locdiff-gui", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="*", type=Path, help="photos (or folders of photos) to locate at start")
-    p.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint to load")
+    p.add_argument("--checkpoint", "--run", dest="checkpoint", type=Path, default=None,
+                   help="model: a run folder or a checkpoint folder")
+    p.add_argument("--workdir", default="runs", help="where the history store and caches live (default: runs)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--demo", action="store_true",
                    help="run without a model: synthetic densities (to try the interface)")
-    p.add_argument("--view", choices=("globe", "flat"), default=None)
-    p.add_argument("--screenshot", type=Path, default=None, help="render, save this PNG and exit")
-    p.add_argument("--size", default=None, help="window size WxH, e.g. 1600x1000")
+    add_window_arguments(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``locdiff-gui``: the window wired by the composition root (``--demo``: with a fake model)."""
     args = _parser().parse_args(argv)
-    size = tuple(int(x) for x in args.size.lower().split("x")) if args.size else None
+    size = parse_size(args.size)
+    common = dict(inputs=args.inputs, text=args.text, view=args.view, screenshot=args.screenshot, size=size)
     if args.demo:
         from gui.demo import MemoryHistory, demo_gps_reader, demo_service_factory
 
-        return run(demo_service_factory, MemoryHistory(), demo_gps_reader, args.checkpoint, inputs=args.inputs,
-                   view=args.view, screenshot=args.screenshot, size=size)
-    try:
-        from locdiff.cli import main as cli_main
-    except ImportError as exc:
-        print(f"locdiff-gui: the LocDiff core is not available ({exc}); try --demo", file=sys.stderr)
-        return 2
-    forward = ["gui"]
-    if args.checkpoint is not None:
-        forward += ["--checkpoint", str(args.checkpoint)]
-    return int(cli_main(forward + [str(p) for p in args.inputs]) or 0)
+        return run(demo_service_factory, MemoryHistory(), demo_gps_reader, args.checkpoint, **common)
+    from functools import partial
+
+    from locdiff.container import build_prediction_service, gps_reader, history_store
+
+    factory = partial(build_prediction_service, device=args.device, workdir=args.workdir)
+    return run(factory, history_store(args.workdir), gps_reader(), args.checkpoint, **common)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,29 @@ def _read_boundaries(name: str, resolution: str) -> tuple[tuple[int, float, np.n
     return tuple(out)
 
 
+#: Longest boundary segment drawn as one straight piece; longer ones (the 49 deg N US-Canada border is a few
+#: points thousands of km apart) are split so that on the globe they follow the Earth instead of cutting a chord.
+MAX_SEGMENT_DEG = 1.0
+
+
+def densify(pts: np.ndarray, max_step_deg: float = MAX_SEGMENT_DEG) -> np.ndarray:
+    """A polyline ``[n, 2]`` (lon, lat) with points added (linearly in lon/lat, as the data means its
+    straight pieces: along parallels and meridians) so that no piece spans more than ``max_step_deg``.
+    Pieces jumping over the date line (> 180 deg of longitude) are left alone."""
+    pts = np.asarray(pts, dtype=np.float64)
+    if len(pts) < 2:
+        return pts
+    d = np.diff(pts, axis=0)
+    span = np.abs(d).max(axis=1)
+    n = np.where(np.abs(d[:, 0]) > 180.0, 1, np.maximum(1, np.ceil(span / max_step_deg).astype(int)))
+    if (n == 1).all():
+        return pts
+    seg = np.repeat(np.arange(len(d)), n)
+    frac = np.concatenate([np.arange(k) / k for k in n])
+    out = pts[seg] + frac[:, None] * d[seg]
+    return np.concatenate([out, pts[-1:]])
+
+
 def coastlines(
     resolution: str = "l",
     min_area_km2: float = 1000.0,
@@ -106,13 +129,13 @@ def coastlines(
             continue
         if 0 <= area < min_area_km2:
             continue
-        lines.append(pts)
+        lines.append(densify(pts))
     return lines
 
 
 def borders(resolution: str = "l") -> list[np.ndarray]:
     """Country borders as polylines ``[n, 2]`` of (lon, lat) degrees."""
-    return [pts for _, _, pts in _read_boundaries("countries", resolution)]
+    return [densify(pts) for _, _, pts in _read_boundaries("countries", resolution)]
 
 
 def line_segments(polylines: Sequence[np.ndarray]) -> np.ndarray:

@@ -94,17 +94,20 @@ class DemoPredictionService:
         delay_s: float = 0.0,
         busy: bool = False,
         checkpoint: str = "demo",
+        reads: tuple[str, ...] = ("image", "text"),
     ) -> None:
         self.locations = dict(PLACES if locations is None else locations)
         self.delay_s = delay_s
         self.busy = busy
         self.checkpoint = checkpoint
+        self.reads = tuple(reads)
         self.calls: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
 
     @property
     def model_info(self) -> dict:
-        return {"checkpoint": self.checkpoint, "degree": 0, "embedder": "demo (no model: synthetic densities)"}
+        return {"checkpoint": self.checkpoint, "degree": 0, "embedder": "demo (no model: synthetic densities)",
+                "reads": list(self.reads)}
 
     # ------------------------------------------------------------------ interface
     def predict_images(self, paths, settings, progress=None, cancelled=None):
@@ -129,10 +132,14 @@ class DemoPredictionService:
                 progress(i + 1, n)
         return out
 
-    def predict_text(self, text, settings):
+    def predict_text(self, text, settings, cancelled=None, progress=None):
         with self._lock:
             self.calls.append(("text", (text, settings)))
-        self._work(None)
+        self._work(cancelled)
+        if cancelled is not None and cancelled():
+            raise RuntimeError("cancelled")
+        if progress is not None:
+            progress(1, 1)
         return self._predict(text, text.strip().lower(), settings)
 
     # ------------------------------------------------------------------ internals
@@ -175,8 +182,9 @@ class DemoPredictionService:
 
         from locdiff.core.results import DensityGrid, Mode, Prediction
 
-        seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
-        rng = np.random.default_rng(seed if settings.seed is None else settings.seed)
+        # like the real service: one draw per (input, seed); seed None draws afresh
+        salt = str(settings.seed) if settings.seed is not None else str(np.random.SeedSequence().entropy)
+        rng = np.random.default_rng(int(hashlib.sha256(f"{key}\0{salt}".encode()).hexdigest()[:16], 16))
         lat0, lon0 = self._location(key)
         true_lat, true_lon = _offset(lat0, lon0, rng.uniform(0, 360), rng.uniform(20, 120))
         centres = [(true_lat, true_lon)]

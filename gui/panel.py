@@ -103,7 +103,8 @@ class ResultPanel(QtWidgets.QWidget):
         self.title.setText(vp.name)
         self.title.setToolTip(vp.item)
         where = f" \u2014 {vp.place}" if vp.place else ""
-        self.point.setText(f"Predicted: {fmt_latlon(*vp.point)}{where}")
+        how = f" ({vp.reducer} of the samples; red cross)" if vp.reducer else " (red cross)"
+        self.point.setText(f"Point estimate{how}: {fmt_latlon(*vp.point)}{where}")
         if vp.truth is not None:
             tp = f" \u2014 {vp.truth_place}" if vp.truth_place else ""
             self.truth.setText(f"True (EXIF GPS): {fmt_latlon(*vp.truth)}{tp}\n"
@@ -121,6 +122,8 @@ class ResultPanel(QtWidgets.QWidget):
             reader = QtGui.QImageReader(vp.item)
             reader.setAutoTransform(True)
             img = reader.read()
+            if img.isNull():
+                img = _pillow_thumbnail(vp.item)
             if not img.isNull():
                 self.thumb.setPixmap(QtGui.QPixmap.fromImage(img).scaled(
                     self.thumb.size(), QtCore.Qt.AspectRatioMode.KeepAspectRatio,
@@ -189,8 +192,10 @@ class SettingsPanel(QtWidgets.QWidget):
         self.hybrid.toggled.connect(self.hybrid_radius.setEnabled)
         self.seed = QtWidgets.QSpinBox()
         self.seed.setRange(-1, 2**31 - 1)
-        self.seed.setValue(-1)
+        self.seed.setValue(0)  # each input is seeded from its content + this: the same input, the same answer
         self.seed.setSpecialValueText("random")
+        self.seed.setToolTip("each input's draw is seeded from its content and this number "
+                             "(Model \u2192 Resample: the next seed; \u201crandom\u201d: a new draw every time)")
         form.addRow("samples K", self.samples)
         form.addRow("sampler", self.sampler)
         form.addRow("steps", self.steps)
@@ -241,6 +246,12 @@ class SettingsPanel(QtWidgets.QWidget):
             hybrid_radius_km=self.hybrid_radius.value(),
             seed=None if seed < 0 else seed,
         )
+
+    def next_seed(self) -> PredictSettings:
+        """Advance the seed (Resample) and return the settings with it."""
+        if self.seed.value() >= 0:
+            self.seed.setValue(self.seed.value() + 1)
+        return self.settings()
 
     def display_scale(self) -> str:
         return SCALES[self.scale.currentText()]
@@ -333,3 +344,23 @@ class MessageList(QtWidgets.QListWidget):
                 continue
             out.append(it.text())
         return out
+
+
+def _pillow_thumbnail(path: str, size: int = 256) -> QtGui.QImage:
+    """A thumbnail through Pillow for formats Qt cannot read (HEIC / HEIF via pillow-heif)."""
+    try:
+        from PIL import Image, ImageOps
+
+        try:
+            from pillow_heif import register_heif_opener
+
+            register_heif_opener()
+        except ImportError:
+            pass
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            im.thumbnail((size, size))
+            data = im.tobytes()
+            return QtGui.QImage(data, im.width, im.height, 3 * im.width, QtGui.QImage.Format.Format_RGB888).copy()
+    except Exception:  # noqa: BLE001 - no thumbnail is fine
+        return QtGui.QImage()

@@ -145,3 +145,113 @@ def contour_segments(
     out[:, 0] = lon[0] + seg[:, 1] * dlon
     out[:, 1] = lat[0] + seg[:, 0] * dlat
     return out
+
+
+# --------------------------------------------------------------------------- polygons (GeoJSON export)
+def region_polygons(mask: np.ndarray) -> list[list[list[tuple[float, float]]]]:
+    """The outline of the cells set in ``mask`` [n_lat, n_lon] (row 0 = north, column 0 = 180 deg W) as
+    polygons ``[exterior, *holes]`` of (lon, lat) rings, closed, for GeoJSON (RFC 7946):
+
+    exteriors counterclockwise, holes clockwise; cells that touch only at a corner become separate
+    polygons (no self-touching ring); regions reaching the date line are split there (the grid's
+    edges at +-180 deg), and a polar region runs along the pole's latitude (+-90 deg).
+    """
+    m = np.asarray(mask, dtype=bool)
+    n_lat, n_lon = m.shape
+    pad = np.zeros((n_lat + 2, n_lon + 2), dtype=bool)
+    pad[1:-1, 1:-1] = m
+    c = pad[1:-1, 1:-1]
+    # vertices are grid corners (x = column edge 0..n_lon, y = -row edge, so y grows northwards)
+    edges: dict[tuple[int, int], list[tuple[int, int]]] = {}
+
+    def add(kind: np.ndarray, start, end) -> None:
+        rows, cols = np.nonzero(kind)
+        for i, j in zip(rows.tolist(), cols.tolist()):
+            a, b = start(i, j), end(i, j)
+            edges.setdefault(a, []).append(b)
+
+    # each set cell's boundary edges, counterclockwise (interior on the left)
+    add(c & ~pad[2:, 1:-1], lambda i, j: (j, -(i + 1)), lambda i, j: (j + 1, -(i + 1)))  # south side, eastwards
+    add(c & ~pad[1:-1, 2:], lambda i, j: (j + 1, -(i + 1)), lambda i, j: (j + 1, -i))  # east side, northwards
+    add(c & ~pad[:-2, 1:-1], lambda i, j: (j + 1, -i), lambda i, j: (j, -i))  # north side, westwards
+    add(c & ~pad[1:-1, :-2], lambda i, j: (j, -i), lambda i, j: (j, -(i + 1)))  # west side, southwards
+
+    rings: list[list[tuple[int, int]]] = []
+    while edges:
+        start = next(iter(edges))
+        ring = [start]
+        prev, cur = start, _pop_edge(edges, start, None)
+        while cur != start:
+            ring.append(cur)
+            nxt = _pop_edge(edges, cur, (cur[0] - prev[0], cur[1] - prev[1]))
+            prev, cur = cur, nxt
+        rings.append(_drop_collinear(ring))
+
+    def lonlat(v: tuple[int, int]) -> tuple[float, float]:
+        return (round(-180.0 + v[0] * 360.0 / n_lon, 6), round(90.0 + v[1] * 180.0 / n_lat, 6))
+
+    outer, holes = [], []
+    for ring in rings:
+        (outer if _signed_area(ring) > 0 else holes).append(ring)
+    polys = [[r] for r in outer]
+    for h in holes:
+        probe = _vertical_edge_midpoint(h)
+        for poly in polys:
+            if _contains(poly[0], probe):
+                poly.append(h)
+                break
+    return [[[lonlat(v) for v in r] + [lonlat(r[0])] for r in poly] for poly in polys]
+
+
+def _pop_edge(edges: dict, at: tuple[int, int], came: tuple[int, int] | None) -> tuple[int, int]:
+    """Take the next edge from ``at``: at a corner where two regions touch, turn left (hug the current cell)."""
+    outs = edges[at]
+    if len(outs) > 1 and came is not None:
+        dx, dy = came
+        order = [(-dy, dx), (dx, dy), (dy, -dx)]  # left, straight, right
+        outs.sort(key=lambda b: order.index((b[0] - at[0], b[1] - at[1])) if (b[0] - at[0], b[1] - at[1]) in order else 9)
+    nxt = outs.pop(0)
+    if not outs:
+        del edges[at]
+    return nxt
+
+
+def _drop_collinear(ring: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    n = len(ring)
+    for k in range(n):
+        a, b, c = ring[k - 1], ring[k], ring[(k + 1) % n]
+        if (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]) != 0:
+            out.append(b)
+    return out
+
+
+def _signed_area(ring: list[tuple[float, float]]) -> float:
+    return 0.5 * sum(ring[k - 1][0] * ring[k][1] - ring[k][0] * ring[k - 1][1] for k in range(len(ring)))
+
+
+def _vertical_edge_midpoint(ring: list[tuple[int, int]]) -> tuple[float, float]:
+    for k in range(len(ring)):
+        a, b = ring[k - 1], ring[k]
+        if a[0] == b[0]:
+            return (float(a[0]), (a[1] + b[1]) / 2.0)
+    return (float(ring[0][0]), float(ring[0][1]))
+
+
+def _contains(ring: list[tuple[float, float]], p: tuple[float, float]) -> bool:
+    """Even-odd ray casting (open ring, any orientation)."""
+    x, y = p
+    inside = False
+    n = len(ring)
+    for k in range(n):
+        (x0, y0), (x1, y1) = ring[k - 1], ring[k]
+        if (y0 > y) != (y1 > y) and x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
+            inside = not inside
+    return inside
+
+
+def point_in_polygon(polygon: list[list[tuple[float, float]]], lon: float, lat: float) -> bool:
+    """Whether (lon, lat) is inside a GeoJSON-style polygon ``[exterior, *holes]`` (closed rings)."""
+    if not _contains(polygon[0][:-1], (lon, lat)):
+        return False
+    return not any(_contains(h[:-1], (lon, lat)) for h in polygon[1:])

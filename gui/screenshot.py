@@ -1,11 +1,11 @@
-"""Render the window with a prediction and save a PNG (for docs/screenshot.png).
+"""Render the window with a prediction and save a PNG (for docs/*.png).
 
     xvfb-run -a -s "-screen 0 1920x1200x24" env QT_QPA_PLATFORM=xcb \\
-        python -m gui.screenshot docs/screenshot.png [--checkpoint CKPT | --demo] [--photo PATH] [--view flat]
+        python -m gui.screenshot docs/screenshot.png [--checkpoint RUN | --demo] [--photo PATH | --text QUERY] [--view flat]
 
 ``--demo`` (the default when no checkpoint is given) uses the synthetic-density service; with a
-checkpoint, ``--service MODULE:FUNCTION`` names the factory (default
-``locdiff.container:build_prediction_service``).
+checkpoint the prediction service comes from the composition root (``locdiff.container``). The
+entry points' ``--screenshot OUT.png`` (``locdiff-gui``, ``python -m locdiff.cli gui``) use :func:`capture`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import gui.qtcompat  # noqa: F401  (must precede heavy Qt use; see the module)
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--text", default=None, help="a place query instead of a photo")
     p.add_argument("--demo", action="store_true")
-    p.add_argument("--service", default="locdiff.container:build_prediction_service")
+    p.add_argument("--workdir", default="runs", help="where the embedding cache lives (with --checkpoint)")
     p.add_argument("--view", choices=("globe", "flat"), default="globe")
     p.add_argument("--size", default="1600x1000")
     p.add_argument("--zoom", type=float, default=2.7, help="globe camera distance (earth radii)")
@@ -69,12 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     from gui.demo import MemoryHistory, demo_gps_reader, demo_service_factory
 
     app = _app()
+    gps = demo_gps_reader
     if args.demo or args.checkpoint is None:
         factory = demo_service_factory
     else:
-        mod, _, fn = args.service.partition(":")
-        factory = getattr(importlib.import_module(mod), fn)
-    win = MainWindow(factory, MemoryHistory(), demo_gps_reader, args.checkpoint)
+        from functools import partial
+
+        from locdiff.container import build_prediction_service, gps_reader
+
+        factory, gps = partial(build_prediction_service, workdir=args.workdir), gps_reader()
+    win = MainWindow(factory, MemoryHistory(), gps, args.checkpoint)
     w, h = (int(x) for x in args.size.lower().split("x"))
     win.resize(w, h)
     win.set_view(args.view)
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         win.run_text(args.text)
     else:
         win.open_paths(args.photo or [Path(DEFAULT_PHOTO)])
-    if not win.wait_idle(300000):
+    if not win.wait_idle(600000) or not win.session:
         print("screenshot: prediction did not finish", file=sys.stderr)
         return 1
     if win.globe is not None and args.view == "globe":

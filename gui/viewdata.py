@@ -22,6 +22,8 @@ from gui import regions
 PAYLOAD_FORMAT = "locdiff-gui/1"
 HISTORY_GRID = (90, 180)
 EARTH_RADIUS_KM = 6371.0088
+#: Modes holding less than this share of the probability are not shown (noise, not an answer).
+MIN_MODE_MASS = 0.01
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def from_prediction(
                  float(getattr(m, "logit", 0.0)))
         for m in pred.modes
     )
+    modes = visible_modes(modes)
     lat = lon = density = mass = None
     credible: dict[float, float] = {}
     grid = getattr(pred, "grid", None)
@@ -201,6 +204,11 @@ def from_prediction(
         model=dict(model or {}),
         settings=dict(settings or {}),
     )
+
+
+def visible_modes(modes: Sequence[ModeView], min_mass: float = MIN_MODE_MASS) -> tuple[ModeView, ...]:
+    """The modes worth showing: those holding at least ``min_mass`` of the probability (always the first)."""
+    return tuple(m for i, m in enumerate(modes) if i == 0 or m.mass >= min_mass)
 
 
 def _sig(x: float, digits: int = 4) -> float:
@@ -303,13 +311,38 @@ def store_row(vp: ViewPrediction) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- exports
+GEOJSON_LEVELS = (0.5, 0.9)
+
+
+def credible_region_geometry(vp: ViewPrediction, level: float) -> dict[str, Any] | None:
+    """The ``level`` credible region (the density grid's cells at or above its threshold) as a GeoJSON
+    Polygon / MultiPolygon (RFC 7946: [lon, lat], counterclockwise exteriors, split at the date line)."""
+    if not vp.has_grid or level not in vp.credible:
+        return None
+    polys = regions.region_polygons(np.asarray(vp.density) >= vp.credible[level])
+    if not polys:
+        return None
+    coords = [[[list(p) for p in ring] for ring in poly] for poly in polys]
+    if len(coords) == 1:
+        return {"type": "Polygon", "coordinates": coords[0]}
+    return {"type": "MultiPolygon", "coordinates": coords}
+
+
 def to_geojson(preds: Sequence[ViewPrediction]) -> dict[str, Any]:
-    """A GeoJSON FeatureCollection: per prediction its point, modes, samples and true location.
+    """A GeoJSON FeatureCollection: per prediction its point, modes, samples, true location and its
+    50 % / 90 % credible regions as polygons.
 
     Coordinates are [lon, lat] (RFC 7946). ``properties.role`` tells the features apart.
     """
     features: list[dict[str, Any]] = []
     for i, vp in enumerate(preds):
+        base = {"item": vp.item, "prediction": i}
+        for level in GEOJSON_LEVELS:
+            geom = credible_region_geometry(vp, level)
+            if geom is not None:
+                features.append({"type": "Feature", "geometry": geom,
+                                 "properties": dict(base, role="credible_region", level=level,
+                                                    calibration=str(vp.model.get("calibration", "")))})
         base = {"item": vp.item, "prediction": i}
         props = dict(base, role="point", place=vp.place, reducer=vp.reducer,
                      probability=vp.modes[0].mass if vp.modes else None)

@@ -1,61 +1,48 @@
-"""The main window: globe / flat map, side panel, background jobs, history and exports."""
+"""The main window: the globe / flat map, the side panel and the wiring of its parts.
+
+Its jobs live in mixins: :mod:`gui.intake` (drops, pastes, queries, background jobs, Cancel),
+:mod:`gui.history` (the experiment store's history) and :mod:`gui.export` (PNG, GeoJSON, CSV).
+"""
 
 from __future__ import annotations
 
 import gui.qtcompat  # noqa: F401  (must precede heavy Qt use; see the module)
 
 import tempfile
-import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from gui import assets, jobs, regions, viewdata
+from gui import assets, jobs, regions
+from gui.export import ExportMixin
 from gui.flatmap import FlatMapView
 from gui.geocode import Geocoder, reverse_geocode
-from gui.jobs import GpsReader, JobResult, ServiceFactory, ServiceHolder
+from gui.history import HistoryMixin
+from gui.intake import CHUNK, IMAGE_SUFFIXES, IntakeMixin, expand_paths
+from gui.jobs import GpsReader, ServiceFactory, ServiceHolder
 from gui.panel import HistoryPanel, MessageList, ResultPanel, SettingsPanel, fmt_latlon
 from gui.viewdata import ViewPrediction
 from gui.workers import Job, model_pool
 
-CHUNK = 16  # files per background job: results stream in, cancelling is prompt
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
-HISTORY_LIMIT = 200
+__all__ = ["CHUNK", "IMAGE_SUFFIXES", "MainWindow", "expand_paths", "banner_text"]
 
 
-def expand_paths(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; folders replaced by the images directly inside them (sorted)."""
-    out: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            out.extend(sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            out.append(p)
-    return out
+def banner_text(vp: ViewPrediction) -> str:
+    """The banner's one-line answer: mode 1 (the most probable place, with its mass) — the same place the
+    map labels "1" — and the distance to the true location when known."""
+    if vp.modes:
+        m = vp.modes[0]
+        where = f"1. {m.place or fmt_latlon(m.lat, m.lon)} ({100 * m.mass:.0f} %)"
+    else:
+        where = f"point estimate {vp.place or fmt_latlon(*vp.point)}"
+    err = f"  \u2022  point estimate {vp.error_km:,.0f} km from the true location" if vp.error_km is not None else ""
+    return f"{vp.name}  \u2192  {where}{err}"
 
 
-@dataclass
-class _Batch:
-    """One user request (a drop, a paste, a query), possibly split into several jobs."""
-
-    kind: str
-    total: int
-    jobs_left: int
-    ok: int = 0
-    failed: int = 0
-    cancelled: bool = False
-    shown: bool = False
-    errors: list = field(default_factory=list)
-    t0: float = field(default_factory=time.perf_counter)
-
-
-class MainWindow(QtWidgets.QMainWindow):
+class MainWindow(IntakeMixin, HistoryMixin, ExportMixin, QtWidgets.QMainWindow):
     """Globe / flat map on the left, result, settings and history on the right, messages below."""
 
     predictionShown = QtCore.Signal(object)  # ViewPrediction | None
@@ -201,6 +188,10 @@ class MainWindow(QtWidgets.QMainWindow):
         tb.addWidget(self.query)
         self.act_locate = A("Locate", self, triggered=self.submit_query)
         tb.addAction(self.act_locate)
+        self.act_resample = A("Resample", self, shortcut=QtGui.QKeySequence("Ctrl+R"), triggered=self.resample)
+        self.act_resample.setToolTip("a new draw of K samples for the current input (the next seed); "
+                                     "the same input and seed always give the same answer")
+        tb.addAction(self.act_resample)
         tb.addSeparator()
         tb.addAction(self.act_globe)
         tb.addAction(self.act_flat)
@@ -213,6 +204,7 @@ class MainWindow(QtWidgets.QMainWindow):
             m.addSeparator() if a is None else m.addAction(a)
         m = mb.addMenu("&Model")
         m.addAction(self.act_checkpoint)
+        m.addAction(self.act_resample)
         m = mb.addMenu("&View")
         for a in (self.act_globe, self.act_flat, self.act_reset):
             m.addAction(a)
@@ -250,215 +242,6 @@ class MainWindow(QtWidgets.QMainWindow):
         job = Job("load", lambda progress, cancelled: jobs.load_service(self.holder, factory, checkpoint), label)
         self._submit(job, f"Loading model ({Path(label).name})\u2026")
 
-    # ================================================================== inputs
-    def choose_images(self) -> None:
-        paths, _ = QtWidgets.QFileDialog.getOpenFileNames(
-            self, "Open photos", str(Path.cwd()),
-            "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ");;All files (*)")
-        if paths:
-            self.open_paths([Path(p) for p in paths])
-
-    def open_paths(self, paths: Sequence[Path]) -> None:
-        """Predict where each photo was taken, in the background, in chunks of ``CHUNK`` files
-        (results of a chunk appear as soon as it is done; the first result of the batch is shown)."""
-        files = expand_paths(paths)
-        if not files:
-            self.messages.add("Nothing to open: no image files found", error=True)
-            return
-        settings = self.settings_panel.settings()
-        gps, geocoder, holder = self.gps_reader, self.geocoder, self.holder
-        chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
-        batch = _Batch("images", len(files), len(chunks))
-        what = files[0].name if len(files) == 1 else f"{len(files)} photos"
-        for k, chunk in enumerate(chunks):
-            job = Job("images", lambda progress, cancelled, chunk=chunk: jobs.predict_images(
-                holder, chunk, settings, gps, geocoder, progress, cancelled), f"{len(chunk)} file(s)",
-                total=len(chunk))
-            job.batch, job.offset = batch, k * CHUNK
-            self._submit(job, f"Locating {what}\u2026")
-
-    def submit_query(self) -> None:
-        text = self.query.text().strip()
-        if text:
-            self.run_text(text)
-
-    def run_text(self, text: str) -> None:
-        settings = self.settings_panel.settings()
-        geocoder, holder = self.geocoder, self.holder
-        job = Job("text", lambda progress, cancelled: jobs.predict_text(holder, text, settings, geocoder, cancelled),
-                  text)
-        job.batch, job.offset = _Batch("text", 1, 1), 0
-        self._submit(job, f"Locating \u201c{text[:40]}\u201d\u2026")
-
-    def paste(self) -> None:
-        if not self.handle_mime(QtGui.QGuiApplication.clipboard().mimeData()):
-            self.messages.add("The clipboard holds no image, image file or text", error=True)
-
-    def handle_mime(self, mime: QtCore.QMimeData | None) -> bool:
-        """Dropped or pasted data: image files (URLs), raw image data (saved to a temp PNG), or text."""
-        if mime is None:
-            return False
-        remote = False
-        if mime.hasUrls():
-            local = [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()]
-            if local:
-                self.open_paths(local)
-                return True
-            remote = bool(mime.urls())
-        if mime.hasImage():
-            img = QtGui.QImage(mime.imageData())
-            if not img.isNull():
-                self._pasted += 1
-                path = Path(self._tmp.name) / f"pasted-{self._pasted}.png"
-                if img.save(str(path), "PNG"):
-                    self.open_paths([path])
-                    return True
-                self.messages.add("Could not save the pasted image", error=True)
-                return False
-        if remote:  # e.g. a link dragged from a browser, without the image data
-            self.messages.add("Only local files can be opened (save the image first)", error=True)
-            return True
-        if mime.hasText():
-            text = mime.text().strip()
-            if not text:
-                return False
-            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-            files = [Path(QtCore.QUrl(ln).toLocalFile() if ln.startswith("file:") else ln) for ln in lines]
-            if files and all(f.exists() for f in files):
-                self.open_paths(files)
-            else:
-                self.query.setText(text)
-                self.run_text(text)
-            return True
-        return False
-
-    def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
-        md = event.mimeData()
-        if md.hasUrls() or md.hasImage() or md.hasText():
-            event.acceptProposedAction()
-        else:
-            event.ignore()
-
-    def dragMoveEvent(self, event: QtGui.QDragMoveEvent) -> None:
-        event.acceptProposedAction()
-
-    def dropEvent(self, event: QtGui.QDropEvent) -> None:
-        if self.handle_mime(event.mimeData()):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
-
-    # ================================================================== jobs
-    def _submit(self, job: Job, status: str) -> None:
-        job.signals.progress.connect(self._job_progress)
-        job.signals.finished.connect(self._job_finished)
-        self.jobs[job.id] = job
-        self.pool.start(job)
-        self.status_label.setText(status)
-        self._update_busy()
-
-    def _update_busy(self) -> None:
-        busy = bool(self.jobs)
-        cancellable = any(j.kind != "load" for j in self.jobs.values())
-        if busy and self._progress_job not in self.jobs:
-            # show the oldest pending job; a determinate bar (a "busy" animation would keep
-            # repainting the window, which costs a lot with software OpenGL)
-            job = self.jobs[min(self.jobs)]
-            self._progress_job = job.id
-            batch = getattr(job, "batch", None)
-            self.progress.setRange(0, batch.total if batch else job.total)
-            self.progress.setValue(job.offset if batch else 0)
-            self.progress.setFormat("loading model…" if job.kind == "load" else "%v/%m")
-        self.progress.setVisible(busy)
-        self.cancel_button.setVisible(busy)
-        self.cancel_button.setEnabled(cancellable)
-        self.act_cancel.setEnabled(cancellable)
-        if not busy:
-            self._progress_job = None
-
-    @QtCore.Slot(int, int, int)
-    def _job_progress(self, job_id: int, done: int, total: int) -> None:
-        job = self.jobs.get(job_id)
-        if job is None or job.is_cancelled():
-            return
-        self._progress_job = job_id
-        batch = getattr(job, "batch", None)
-        if batch is not None:
-            done, total = job.offset + done, batch.total
-        self.progress.setFormat("%v/%m")
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        self.status_label.setText(f"Locating\u2026 {done}/{total}")
-
-    @QtCore.Slot(int, object)
-    def _job_finished(self, job_id: int, result: JobResult) -> None:
-        job = self.jobs.pop(job_id, None)
-        if not self._closing:
-            if result.kind == "load":
-                self._model_loaded(result)
-            else:
-                self._predictions_done(result, getattr(job, "batch", None) or _Batch(result.kind, 0, 1))
-        self._update_busy()
-        if not self.jobs:
-            self.idle.emit()
-
-    def _model_loaded(self, result: JobResult) -> None:
-        if result.error:
-            self.settings_panel.set_model_info(None, result.error)
-            self.messages.add(f"Could not load the model: {result.error}", error=True)
-            self.status_label.setText("No model loaded")
-            return
-        self.settings_panel.set_model_info(result.model_info)
-        name = Path(str(result.model_info.get("checkpoint", ""))).name or "model"
-        calibration = result.model_info.get("calibration")
-        regions = f"; credible regions calibrated: {calibration}" if calibration and calibration != "raw" else ""
-        self.messages.add(f"Model loaded: {name} ({result.elapsed_s:.1f} s){regions}")
-        self.status_label.setText("Ready")
-
-    def _predictions_done(self, result: JobResult, batch: _Batch) -> None:
-        first_new = len(self.session)
-        for vp in result.predictions:
-            self.session.append(vp)
-            self.result_panel.add_session_item(vp)
-        for f in result.failures:
-            name = Path(f.item).name if result.kind == "images" else f.item[:60]
-            self.messages.add(f"{name}: {f.reason}", error=True)
-        if result.predictions:
-            self._save_history(result.predictions)
-            if not batch.shown:  # show the batch's first result; later ones wait in the session list
-                batch.shown = True
-                self.show_index(first_new)
-        batch.ok += len(result.predictions)
-        batch.failed += len(result.failures)
-        batch.cancelled |= result.cancelled
-        batch.errors += [result.error] if result.error and not result.failures else []
-        batch.jobs_left -= 1
-        if batch.jobs_left > 0:
-            return
-        elapsed = time.perf_counter() - batch.t0
-        if batch.cancelled:
-            msg = f"Cancelled: {batch.ok} of {batch.total} done"
-            self.messages.add(msg)
-        elif batch.errors:
-            msg = f"Failed: {batch.errors[0]}"
-            self.messages.add(msg, error=True)
-        else:
-            noun = "photo" if batch.kind == "images" else "text"
-            msg = f"Located {batch.ok} of {batch.total} {noun}{'s' if batch.total != 1 else ''} in {elapsed:.1f} s"
-            if batch.failed:
-                msg += f" ({batch.failed} failed)"
-        self.status_label.setText(msg)
-
-    def cancel(self) -> None:
-        pending = [j for j in self.jobs.values() if j.kind != "load" and not j.is_cancelled()]
-        for j in pending:
-            j.cancel()
-        if pending:
-            self.status_label.setText("Cancelling\u2026")
-
-    def busy(self) -> bool:
-        return bool(self.jobs)
-
     # ================================================================== display
     def show_index(self, index: int) -> None:
         if 0 <= index < len(self.session):
@@ -493,9 +276,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.globe.show_prediction(vp, contours, scale, focus)
         self.result_panel.show_prediction(vp)
         if vp is not None:
-            where = vp.place or fmt_latlon(*vp.point)
-            err = f"  \u2022  {vp.error_km:,.0f} km from the true location" if vp.error_km is not None else ""
-            self._set_banner(f"{vp.name}  \u2192  {where}{err}")
+            self._set_banner(banner_text(vp))
             self.tabs.setCurrentWidget(self.result_panel)
         self.predictionShown.emit(vp)
 
@@ -534,120 +315,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_globe.setEnabled(False)
         self.set_view("flat")
 
-    # ================================================================== history
-    def _save_history(self, preds: Sequence[ViewPrediction]) -> None:
-        if self.store is None:
-            return
-        try:
-            self.store.add_predictions(None, [viewdata.store_row(vp) for vp in preds])
-        except Exception as exc:  # noqa: BLE001 - history is a convenience
-            self.messages.add(f"Could not save to history: {exc}", error=True)
-            return
-        self.refresh_history()
-
-    def refresh_history(self) -> None:
-        if self.store is None:
-            self.history_panel.set_rows([])
-            return
-        try:
-            rows = list(self.store.predictions(HISTORY_LIMIT))
-        except Exception as exc:  # noqa: BLE001
-            self.messages.add(f"Could not read the history: {exc}", error=True)
-            return
-        self.history_panel.set_rows(rows)
-
-    def reopen_history_row(self, row: dict) -> None:
-        payload = row.get("payload") or {}
-        item = str(row.get("item", "?"))
-        try:
-            vp = viewdata.from_payload(item, payload)
-        except Exception:  # noqa: BLE001 - rows made elsewhere (CLI, evaluation) hold just the point
-            try:
-                vp = ViewPrediction(item=item, kind="image", point=(float(row["lat"]), float(row["lon"])),
-                                    samples=np.zeros((0, 2)), modes=())
-                self.messages.add(f"{Path(item).name}: no stored density, showing the point only")
-            except Exception as exc:  # noqa: BLE001
-                self.messages.add(f"Cannot reopen {item}: {exc}", error=True)
-                return
-        self.show_prediction(vp)
-
-    # ================================================================== exports
-    def _save_path(self, title: str, suffix: str, filt: str) -> Path | None:
-        base = Path(self.current.item).stem if self.current is not None and self.current.kind == "image" else "locdiff"
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, title, str(Path.cwd() / f"{base}{suffix}"), filt)
-        return Path(path) if path else None
-
-    def export_heatmap_png(self, path: Path | None = None) -> Path | None:
-        if self.current is None:
-            self.messages.add("Nothing to export yet", error=True)
-            return None
-        path = path or self._save_path("Export heatmap", "-heatmap.png", "PNG images (*.png)")
-        if path is None:
-            return None
-        try:
-            viewdata.write_heatmap_png(self.current, path, scale=self.settings_panel.display_scale())
-        except Exception as exc:  # noqa: BLE001
-            self.messages.add(f"Export failed: {exc}", error=True)
-            return None
-        self.messages.add(f"Heatmap saved to {path}")
-        return path
-
-    def save_view_png(self, path: Path | None = None) -> Path | None:
-        path = path or self._save_path("Save view", "-view.png", "PNG images (*.png)")
-        if path is None:
-            return None
-        view = self.globe if self.view_name() == "globe" else self.flat
-        if not view.export_image().save(str(path), "PNG"):
-            self.messages.add(f"Could not write {path}", error=True)
-            return None
-        self.messages.add(f"View saved to {path}")
-        return path
-
-    def _export_set(self) -> list[ViewPrediction]:
-        return list(self.session) if self.session else ([self.current] if self.current is not None else [])
-
-    def export_geojson(self, path: Path | None = None) -> Path | None:
-        preds = self._export_set()
-        if not preds:
-            self.messages.add("No predictions to export yet", error=True)
-            return None
-        path = path or self._save_path("Export GeoJSON", ".geojson", "GeoJSON (*.geojson *.json)")
-        if path is None:
-            return None
-        try:
-            viewdata.write_geojson(preds, path)
-        except Exception as exc:  # noqa: BLE001
-            self.messages.add(f"Export failed: {exc}", error=True)
-            return None
-        self.messages.add(f"{len(preds)} prediction(s) saved to {path}")
-        return path
-
-    def export_csv(self, path: Path | None = None) -> Path | None:
-        preds = self._export_set()
-        if not preds:
-            self.messages.add("No predictions to export yet", error=True)
-            return None
-        path = path or self._save_path("Export CSV", ".csv", "CSV (*.csv)")
-        if path is None:
-            return None
-        try:
-            viewdata.write_csv(preds, path)
-        except Exception as exc:  # noqa: BLE001
-            self.messages.add(f"Export failed: {exc}", error=True)
-            return None
-        self.messages.add(f"{len(preds)} prediction(s) saved to {path}")
-        return path
-
     # ================================================================== lifecycle
-    def wait_idle(self, timeout_ms: int = 30000) -> bool:
-        """Process events until no job is pending (for scripts and tests)."""
-        timer = QtCore.QElapsedTimer()
-        timer.start()
-        while self.jobs and timer.elapsed() < timeout_ms:
-            QtCore.QCoreApplication.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-            QtCore.QThread.msleep(2)
-        return not self.jobs
-
     def shutdown(self, timeout_ms: int = 5000) -> None:
         self._closing = True
         for j in self.jobs.values():

@@ -100,6 +100,11 @@ def build_container(config: RunConfig) -> Container:
     return container
 
 
+def history_store(workdir: str = "runs", url: str | None = None):
+    """The experiment store whose prediction history the app shows (``workdir``'s SQLite unless ``url``)."""
+    return _store(url, workdir)
+
+
 def gps_reader():
     """The EXIF GPS reader the GUI uses for ground truth."""
     from adapters.photos import read_exif_gps

@@ -196,3 +196,23 @@ class ExperimentStore(Protocol):
     def checkpoints(self, run_id: int) -> list[CheckpointRecord]: ...
 
     def predictions(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class PredictionService(Protocol):
+    """The prediction use case as entry points drive it (``locdiff.services.prediction``; the app, ``predict``).
+
+    ``cancelled()`` is polled between diffusion steps (a cancelled call raises); ``progress(done, total)``
+    reports files (images) or steps (text). ``reads`` names the inputs the model takes.
+    """
+
+    @property
+    def model_info(self) -> dict[str, Any]: ...
+
+    @property
+    def reads(self) -> tuple[str, ...]: ...
+
+    def predict_images(self, paths: Sequence[Path], settings: Any, progress: Any = None,
+                       cancelled: Any = None) -> list[Any]: ...
+
+    def predict_text(self, text: str, settings: Any, cancelled: Any = None, progress: Any = None) -> Any: ...

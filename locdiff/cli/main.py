@@ -437,7 +437,11 @@ def cmd_gui(args) -> int:
     config = _config_from_args(args)
     store = build_container(config).store()
     factory = partial(build_prediction_service, device=config.device, workdir=config.workdir)
-    return run(factory, store, gps_reader(), Path(args.run) if args.run else None, inputs=[Path(p) for p in args.images])
+    from gui.app import parse_size
+
+    return run(factory, store, gps_reader(), Path(args.run) if args.run else None, inputs=[Path(p) for p in args.images],
+               text=args.text, view=args.view, screenshot=Path(args.screenshot) if args.screenshot else None,
+               size=parse_size(args.size))
 
 
 # --------------------------------------------------------------------------- parser
@@ -529,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gui", help="open the desktop app")
     _common(p)
     p.add_argument("--run", "--checkpoint", dest="run", help="run or checkpoint folder to load at start")
+    p.add_argument("--text", default=None, help="a place query to answer at start")
+    p.add_argument("--view", choices=("globe", "flat"), default=None)
+    p.add_argument("--screenshot", default=None, help="answer the photos / --text, draw, save this PNG and exit")
+    p.add_argument("--size", default=None, help="window size WxH, e.g. 1600x1000")
     p.add_argument("images", nargs="*")
     p.set_defaults(func=cmd_gui)
     return parser

@@ -22,7 +22,13 @@ from locdiff.ports import Embedder, ItemFailure, Retriever
 from locdiff.core.results import Prediction
 from locdiff.core.sampling import PredictSettings
 from locdiff.core.reduction import reduce_samples
-from locdiff.services.sampling import sample_coefficients
+from locdiff.services.sampling import SamplingCancelled, cancel_check, input_seed, per_input_noise, sample_coefficients
+
+Progress = Callable[[int, int], None]
+Cancelled = Callable[[], bool]
+
+#: What a model of each embedder can read (MiniLM: text only; CLIP: photos, and text in the same space).
+READS = {"minilm": ("text",), "clip": ("image", "text")}
 
 
 class PredictionService:
@@ -39,9 +45,16 @@ class PredictionService:
         self.calibrator = calibrator  # fitted on validation data (study calibration --run): map + credible levels
 
     @property
+    def reads(self) -> tuple[str, ...]:
+        """The inputs this model takes: ``("text",)`` or ``("image", "text")``."""
+        kind = getattr(getattr(getattr(self.bundle, "config", None), "data", None), "embedder", None)
+        return READS.get(kind, ("image", "text"))
+
+    @property
     def model_info(self) -> dict[str, Any]:
         return {"checkpoint": self.source, "degree": self.bundle.degree, "embedder": self.bundle.embedder_id,
-                "calibration": self.calibrator.describe() if self.calibrator is not None else "raw"}
+                "calibration": self.calibrator.describe() if self.calibrator is not None else "raw",
+                "reads": list(self.reads)}
 
     def predict_images(
         self,
@@ -50,39 +63,55 @@ class PredictionService:
         progress: Callable[[int, int], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> list[Prediction | ItemFailure]:
-        """One result per path, in order; unreadable files become ``ItemFailure``s."""
+        """One result per path, in order; unreadable files become ``ItemFailure``s.
+
+        A model that reads no images raises ``ValueError`` once (not one failure per file).
+        ``cancelled()`` is checked between diffusion steps: once true, the photo being sampled is dropped
+        and the results of the photos finished before are returned. Each photo is seeded from its bytes
+        (:func:`input_seed`), so its answer does not depend on the batch.
+        """
+        if "image" not in self.reads:
+            raise ValueError(f"this model reads text ({self.bundle.embedder_id}); photos need a CLIP checkpoint")
         out: list[Prediction | ItemFailure] = []
         for i, path in enumerate(paths):
             if cancelled is not None and cancelled():
-                out.extend(ItemFailure(str(p), "cancelled") for p in paths[i:])
                 break
             emb = self.embedder.embed_images([Path(path)])
             if not emb.index:
                 reason = emb.failures[0].reason if emb.failures else "could not be embedded"
                 out.append(ItemFailure(str(path), reason))
             else:
-                out.append(self._predict(emb.vectors, str(path), settings, images=[Path(path)]))
+                key = _file_bytes(Path(path))
+                try:
+                    out.append(self._predict(emb.vectors, str(path), settings, images=[Path(path)], key=key,
+                                             cancelled=cancelled))
+                except SamplingCancelled:
+                    break
             if progress is not None:
                 progress(i + 1, len(paths))
         return out
 
-    def predict_text(self, text: str, settings: PredictSettings) -> Prediction:
+    def predict_text(self, text: str, settings: PredictSettings, cancelled: Cancelled | None = None,
+                     progress: Progress | None = None) -> Prediction:
+        """The prediction for a place description, seeded from its text; raises :class:`SamplingCancelled` on cancel."""
         emb = self.embedder.embed_texts([text])
         if not emb.index:
             raise ValueError(f"cannot embed {text!r}: {emb.failures[0].reason if emb.failures else 'unknown reason'}")
-        return self._predict(emb.vectors, text, settings)
+        return self._predict(emb.vectors, text, settings, key=text.encode("utf-8"), cancelled=cancelled, progress=progress)
 
     def predict_vectors(self, cond: torch.Tensor, item: str, settings: PredictSettings) -> Prediction:
-        return self._predict(cond, item, settings)
+        return self._predict(cond, item, settings, key=item.encode("utf-8"))
 
     @torch.no_grad()
-    def _predict(self, cond: torch.Tensor, item: str, settings: PredictSettings, images: list[Path] | None = None) -> Prediction:
-        g = None
-        if settings.seed is not None and self.device.type != "mps":
-            g = torch.Generator(device=self.device).manual_seed(settings.seed)
+    def _predict(self, cond: torch.Tensor, item: str, settings: PredictSettings, images: list[Path] | None = None,
+                 key: bytes | None = None, cancelled: Cancelled | None = None, progress: Progress | None = None) -> Prediction:
+        # each input is seeded on its own (sha256 of its content + the user seed): the same input gives the same
+        # answer in any batch; seed None draws fresh noise
+        seed = settings.seed if settings.seed is not None else int(torch.randint(0, 2**62, ()).item())
+        noise = per_input_noise([input_seed(key if key is not None else item, seed)], settings.samples)
         e = sample_coefficients(
-            self.bundle, cond.to(self.device), samples=settings.samples, sampler=settings.sampler, steps=settings.steps, generator=g,
-            projection=settings.projection,
+            self.bundle, cond.to(self.device), samples=settings.samples, sampler=settings.sampler, steps=settings.steps,
+            projection=settings.projection, noise=noise, on_step=cancel_check(cancelled, progress),
         )[0].float()
         samples = decode(e).double().cpu()
         radius = default_radius_km(self.bundle.degree)
@@ -115,3 +144,11 @@ class PredictionService:
             refined=refined,
             calibration=self.calibrator.describe() if self.calibrator is not None else "",
         )
+
+
+def _file_bytes(path: Path) -> bytes:
+    """A photo's content for seeding (the bytes, so a renamed copy gets the same answer)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return str(path).encode("utf-8")

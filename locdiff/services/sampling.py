@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
+
 import torch
 
 from locdiff.core.bundle import ModelBundle
@@ -9,6 +12,50 @@ from locdiff.core.decoding import decode, default_radius_km
 from locdiff.core.reduction import reduce_samples
 from locdiff.core.sampling import SamplingSettings
 from locdiff.services.progress import NullProgress, ProgressFactory
+
+
+class SamplingCancelled(Exception):
+    """Raised between diffusion steps when the caller's ``cancelled()`` turns true."""
+
+
+def input_seed(content: bytes | str, seed: int) -> int:
+    """A 63-bit seed for one input: sha256 of its content (a file's bytes, a query's text) and ``seed``.
+
+    The same input with the same user seed always gets the same draw, whatever batch it is in;
+    another ``seed`` (the app's *Resample*) gives an independent draw.
+    """
+    data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    h = hashlib.sha256(data + b"\x00locdiff-seed\x00" + str(int(seed)).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def per_input_noise(seeds: Sequence[int], samples: int) -> Callable[[tuple[int, int]], torch.Tensor]:
+    """``noise(shape)`` for :meth:`Diffusion.sample` on ``len(seeds) * samples`` rows (inputs repeated ``samples`` times):
+    input ``i``'s ``samples`` rows come from a CPU generator seeded with ``seeds[i]`` alone."""
+    gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+    def noise(shape: tuple[int, int]) -> torch.Tensor:
+        rows, dim = shape
+        if rows != len(gens) * samples:
+            raise ValueError(f"noise for {rows} rows requested; expected {len(gens)} inputs x {samples} samples")
+        return torch.cat([torch.randn((samples, dim), generator=g) for g in gens])
+
+    return noise
+
+
+def cancel_check(cancelled: Callable[[], bool] | None,
+                 progress: Callable[[int, int], None] | None = None) -> Callable[[int, int], None] | None:
+    """An ``on_step`` callback: reports progress and raises :class:`SamplingCancelled` once ``cancelled()``."""
+    if cancelled is None and progress is None:
+        return None
+
+    def on_step(done: int, total: int) -> None:
+        if cancelled is not None and cancelled():
+            raise SamplingCancelled(f"cancelled after {done} of {total} diffusion steps")
+        if progress is not None:
+            progress(done, total)
+
+    return on_step
 
 
 @torch.no_grad()
@@ -21,12 +68,18 @@ def sample_coefficients(
     steps: int,
     generator: torch.Generator | None = None,
     projection: str | None = None,
+    noise: Callable[[tuple[int, int]], torch.Tensor] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """``[B, d_I]`` conditions → ``[B, K, (L+1)^2]`` SHDD samples (x0 projection: the diffusion's default if None)."""
+    """``[B, d_I]`` conditions → ``[B, K, (L+1)^2]`` SHDD samples (x0 projection: the diffusion's default if None).
+
+    ``noise`` (e.g. :func:`per_input_noise`) replaces ``generator``; ``on_step`` (e.g. :func:`cancel_check`) runs after each step.
+    """
     bundle.net.eval()
     rep = cond.repeat_interleave(samples, 0)
     e = bundle.diffusion.sample(
-        bundle.net, rep, dim=bundle.dim, sampler=sampler, steps=steps, generator=generator, projection=projection
+        bundle.net, rep, dim=bundle.dim, sampler=sampler, steps=steps, generator=generator, projection=projection,
+        noise=noise, on_step=on_step,
     )
     return e.reshape(cond.shape[0], samples, bundle.dim)
 
