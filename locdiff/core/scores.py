@@ -1,0 +1,115 @@
+"""Proper scores of a predicted location distribution (not only accuracy).
+
+A prediction is K SHDD sample codes ``e_k``; its distribution is the equal-weight mixture of their
+densities ``q_e`` (eq. 11) — the map :func:`locdiff.core.decoding.density_grid` draws.
+
+* :func:`mixture_log_density` — ``log (1/K) Σ_k q_{e_k}(x)`` per steradian, exact at the point
+  (harmonics at ``x``; each ``Z(e_k)`` by :func:`locdiff.core.decoding.log_normalizer`).
+* :func:`nll` — its negative at the truth (nats on the unit sphere; a uniform map scores log 4π ≈ 2.531).
+* :func:`energy_score` — ``mean_k d(X_k, y) − ½ mean_{k,k'} d(X_k, X_k')`` in great-circle km on the
+  K decoded samples (Gneiting & Raftery 2007); ≥ 0, 0 only when every sample is at the truth.
+* :func:`hpd_coverage` — whether the truth lies in the raw (uncalibrated) α-HPD regions of the
+  mixture: the HPD level of :func:`locdiff.core.calibration.hpd_levels` (one implementation) below α.
+
+Both NLL and the energy score are strictly proper: their expectation under the truth's law is
+minimised by forecasting that law.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from locdiff.core import geo
+from locdiff.core.calibration import LEVELS, hpd_levels
+from locdiff.core.decoding import log_normalizer
+from locdiff.core.harmonics import real_sh
+from locdiff.core.shdd import check_coeffs
+
+LOG_4PI = math.log(4 * math.pi)
+
+
+def _as_samples(coeffs: torch.Tensor) -> torch.Tensor:
+    if coeffs.ndim == 2:  # [B, D]: one code per prediction (e.g. the one-step x0 prediction)
+        coeffs = coeffs[:, None, :]
+    if coeffs.ndim != 3:
+        raise ValueError(f"coeffs must be [B, K, D] (or [B, D]); got shape {tuple(coeffs.shape)}")
+    return coeffs
+
+
+def mixture_log_density(coeffs: torch.Tensor, latlon: torch.Tensor, *, n_lat: int | None = None) -> torch.Tensor:
+    """``log (1/K) Σ_k q_{e_k}(x)`` (per sr, float64) of ``coeffs`` [B, K, D] at ``latlon`` [B, 2] → [B].
+
+    ``latlon`` may also be [B, N, 2] (N points per prediction) → [B, N]. ``coeffs`` [B, D] is a
+    single code per prediction (K = 1). The normalisers are integrated once per code.
+    """
+    coeffs = _as_samples(coeffs)
+    degree = check_coeffs(coeffs)
+    b, k, _ = coeffs.shape
+    pts = geo.validate_latlon(latlon.double())
+    single = pts.ndim == 2
+    if single:
+        pts = pts[:, None, :]
+    if pts.ndim != 3 or pts.shape[0] != b:
+        raise ValueError(f"latlon must be [{b}, 2] or [{b}, N, 2] for {b} predictions; got shape {tuple(latlon.shape)}")
+    e = coeffs.double().to(pts.device)
+    log_z = log_normalizer(e, n_lat)  # [B, K]
+    y = real_sh(pts.reshape(-1, 2), degree, validate=False).reshape(b, pts.shape[1], -1)  # [B, N, D]
+    f = torch.einsum("bnd,bkd->bnk", y, e)
+    out = torch.logsumexp(f - log_z[:, None, :], dim=-1) - math.log(k)
+    return out[:, 0] if single else out
+
+
+def nll(coeffs: torch.Tensor, truth_latlon: torch.Tensor, *, n_lat: int | None = None) -> torch.Tensor:
+    """Negative log-likelihood (nats on the unit sphere) of each truth [B, 2] under its mixture → [B]."""
+    return -mixture_log_density(coeffs, truth_latlon, n_lat=n_lat)
+
+
+def energy_score(samples_latlon: torch.Tensor, truth_latlon: torch.Tensor) -> torch.Tensor:
+    """Energy score (km) of K decoded samples [B, K, 2] against the truth [B, 2] → [B] (lower is better)."""
+    s = geo.validate_latlon(samples_latlon.double(), "samples_latlon")
+    y = geo.validate_latlon(truth_latlon.double(), "truth_latlon").to(s.device)
+    if s.ndim != 3 or y.shape != (s.shape[0], 2):
+        raise ValueError(f"energy_score needs samples [B, K, 2] and truth [B, 2]; got {tuple(s.shape)} and {tuple(y.shape)}")
+    to_truth = geo.great_circle_km(s, y[:, None, :]).mean(1)
+    spread = geo.great_circle_km(s[:, :, None, :], s[:, None, :, :]).mean((1, 2))
+    return to_truth - 0.5 * spread
+
+
+def truth_hpd_level(coeffs: torch.Tensor, truth_latlon: torch.Tensor, *, n_lat: int = 180, n_lon: int = 360, sub: int = 2) -> torch.Tensor:
+    """HPD level of each truth under its raw mixture map (mass of the denser cells) → [B] in [0, 1]."""
+    coeffs = _as_samples(coeffs)
+    return hpd_levels("sample-temperature", [1.0], coeffs, None, truth_latlon, n_lat=n_lat, n_lon=n_lon, sub=sub)[:, 0]
+
+
+def hpd_coverage(
+    coeffs: torch.Tensor,
+    truth_latlon: torch.Tensor,
+    levels: Sequence[float] = LEVELS,
+    *,
+    n_lat: int = 180,
+    n_lon: int = 360,
+    sub: int = 2,
+) -> torch.Tensor:
+    """Is each truth inside the raw α-HPD region of its mixture map, per level: [B, len(levels)] bool."""
+    if any(not 0.0 < a < 1.0 for a in levels):
+        raise ValueError(f"credible levels must lie in (0, 1); got {list(levels)}")
+    u = truth_hpd_level(coeffs, truth_latlon, n_lat=n_lat, n_lon=n_lon, sub=sub)
+    return u[:, None] < torch.tensor([float(a) for a in levels], dtype=u.dtype)[None, :]
+
+
+def proper_scores(
+    coeffs: torch.Tensor | None, samples_latlon: torch.Tensor | None, truth_latlon: torch.Tensor, levels: Sequence[float] = LEVELS
+) -> dict[str, torch.Tensor]:
+    """Per-item scores [B] for a report: ``nll``, ``energy_km``, ``covered@50`` … (0/1) where inputs allow."""
+    out: dict[str, torch.Tensor] = {}
+    if coeffs is not None:
+        out["nll"] = nll(coeffs, truth_latlon)
+        inside = hpd_coverage(coeffs, truth_latlon, levels)
+        for i, a in enumerate(levels):
+            out[f"covered@{round(100 * a)}"] = inside[:, i].double()
+    if samples_latlon is not None:
+        out["energy_km"] = energy_score(samples_latlon, truth_latlon)
+    return out
