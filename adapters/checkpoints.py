@@ -23,6 +23,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
+from adapters.files import open_regular
 from locdiff.core.serialization import plain_json
 
 FORMAT_VERSION = 1
@@ -30,6 +31,8 @@ WEIGHTS_NAME = "weights.safetensors"
 META_NAME = "meta.json"
 _RESERVED = ("sha256", "format_version")
 _STEP_DIR = re.compile(r"step-(\d{8,})")
+_LEFTOVER = re.compile(r"\.step-(\d{8,})\.(tmp|old)-.*")  # temp folders of an interrupted save or swap
+MAX_META_BYTES = 64 << 20
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -108,12 +111,15 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint metadata {path} is missing; the checkpoint is incomplete")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path, max_bytes=MAX_META_BYTES, what="checkpoint metadata") as handle:
+            meta = json.loads(handle.read().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -262,6 +268,24 @@ class SafetensorsCheckpointStore:
         """The complete step folder with the highest step, or None."""
         steps = self.steps(directory)
         return steps[-1] if steps else None
+
+    def clean(self, directory: Path) -> list[Path]:
+        """Remove what an interrupted save or prune left in ``directory``: hidden ``.step-*.tmp-*`` /
+        ``.step-*.old-*`` folders and step folders without both files. Call it only while no other
+        process writes to ``directory`` (training holds the run's lock). Returns what was removed."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            return []
+        removed = []
+        for entry in directory.iterdir():
+            complete = (entry / WEIGHTS_NAME).is_file() and (entry / META_NAME).is_file()
+            stale = _LEFTOVER.fullmatch(entry.name) or (_STEP_DIR.fullmatch(entry.name) and not complete)
+            if stale and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        if removed:
+            _fsync_dir(directory)
+        return removed
 
     def _prune(self, directory: Path, keep: Path) -> None:
         """Keep ``keep`` (just written) and the newest ``keep_last - 1`` other steps; delete the rest."""

@@ -8,6 +8,12 @@ Example::
 Image paths are relative to the CSV's folder (absolute paths are kept). Longitudes in [180, 360)
 are wrapped into [-180, 180). Without an ``id`` column a sample's id is its 1-based data row
 number. Other columns are ignored. Every problem in the file is collected and reported at once.
+
+Images must be regular files (never a pipe, device or ``/proc``/``/sys``/``/dev`` pseudo-file) inside
+the CSV's folder (after resolving symlinks). Images elsewhere need an explicit opt-in: the line
+``# locdiff: images-outside-folder`` before the header (``dataset from-photos`` writes it when the
+photos are not below the CSV), or ``CsvSource(path, allow_outside=True)``. Lines starting with
+``#`` before the header are comments.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ from typing import Any
 import attrs
 import torch
 
+from adapters.files import FileInputError, check_regular_file, inside, special_path
 from locdiff.ports import GeoSamples
 
 _SHOW = 10  # problems listed in an error message before "... and N more"
+#: The comment line (before the header) that allows image paths outside the CSV's folder.
+OUTSIDE_DIRECTIVE = "# locdiff: images-outside-folder"
 
 
 class DatasetError(ValueError):
@@ -57,11 +66,14 @@ def _parse_coord(raw: str, field: str, lo: float, hi: float, hi_open: bool) -> t
 def parse_csv_file(path: Path, parse, what: str = "") -> GeoSamples:
     """Open ``path`` as UTF-8 CSV and hand a ``csv.reader`` to ``parse``; I/O and encoding errors become
     ``DatasetError``s naming the file (``what`` says which file it should have been)."""
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(path, [f"{path}: file not found{f' ({what})' if what else ''}"], "cannot read dataset")
     try:
+        check_regular_file(path, what="a CSV file")
         with open(path, encoding="utf-8-sig", newline="") as f:
             return parse(csv.reader(f))
+    except FileInputError as e:
+        raise DatasetError(path, [str(e)], "cannot read dataset") from None
     except UnicodeDecodeError as e:
         raise DatasetError(path, [f"{path}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
     except csv.Error as e:
@@ -73,6 +85,7 @@ class CsvSource:
     """Reads and validates a dataset CSV (see module docstring); raises ``DatasetError``."""
 
     path: Path = attrs.field(converter=Path)
+    allow_outside: bool = False  # image paths may leave the CSV's folder (also: OUTSIDE_DIRECTIVE in the file)
 
     @property
     def name(self) -> str:
@@ -85,6 +98,10 @@ class CsvSource:
         """``reader`` is a ``csv.reader`` (its ``line_num`` locates problems)."""
         path = self.path
         header = next(reader, None)
+        allow_outside = self.allow_outside
+        while header is not None and header and header[0].lstrip().startswith("#"):
+            allow_outside |= ",".join(header).strip() == OUTSIDE_DIRECTIVE
+            header = next(reader, None)
         if header is None:
             raise DatasetError(path, [f"{path}:1: empty file; expected a header with lat, lon and image or text"])
         cols = [h.strip().lower() for h in header]
@@ -126,8 +143,20 @@ class CsvSource:
                 row_problems.append(f"{where}: {kind}: empty; expected {'a file path' if kind == 'image' else 'some text'}")
             elif kind == "image":
                 file = (path.parent / item).absolute()  # an absolute item stays as it is
-                if not file.is_file():
+                if special_path(file):
+                    row_problems.append(f"{where}: image: {file} is a system pseudo-file (/proc, /sys, /dev), not an image")
+                elif not allow_outside and not inside(file, path.parent):
+                    row_problems.append(
+                        f"{where}: image: {item!r} leaves the dataset folder {path.parent}; "
+                        f"put the line '{OUTSIDE_DIRECTIVE}' before the header to allow it"
+                    )
+                elif not file.exists():
                     missing_files.append(f"{where}: image: file not found: {file}")
+                else:
+                    try:
+                        check_regular_file(file, what="an image file")
+                    except FileInputError as e:
+                        row_problems.append(f"{where}: image: {e}")
                 item = str(file)
             sid = row[col["id"]].strip() if has_id else str(row_no)
             if not sid:

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from locdiff.ports import Embedded, Embedder, GeoSamples, ItemFailure
+from locdiff.ports import Embedded, Embedder, ItemFailure
 from adapters.atomic import atomic_open
+from adapters.files import MAX_IMAGE_BYTES, open_regular
 
 FORMAT = 1
 _KEYS_SUFFIX = ".keys.npy"
@@ -45,8 +46,10 @@ def content_key(kind: str, data: bytes) -> bytes:
 
 
 def _file_key(path: Path) -> bytes:
+    """Key of an image file, checked first (a regular file of at most :data:`MAX_IMAGE_BYTES`): a pipe,
+    device, pseudo-file or huge file is refused at once instead of being read. ``ValueError`` names the file."""
     h = hashlib.sha256(b"image\x00")
-    with open(path, "rb") as f:
+    with open_regular(path, max_bytes=MAX_IMAGE_BYTES, what="an image file") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.digest()
@@ -103,6 +106,8 @@ class CachedEmbedder:
                 keys.append(_file_key(Path(p)))
             except OSError as e:
                 keys.append(ItemFailure(str(p), f"cannot read image file: {e.strerror or e}"))
+            except ValueError as e:  # FileInputError: "<path>: <why>"
+                keys.append(ItemFailure(str(p), f"cannot read image file: {str(e).removeprefix(f'{p}: ')}"))
         return self._embed([Path(p) for p in paths], keys, self.inner.embed_images)
 
     # ------------------------------------------------------------------ core
@@ -243,12 +248,3 @@ class CachedEmbedder:
         self._shards[number] = vecs
         for row, key in enumerate(keys):
             self._index.setdefault(key.tobytes(), (number, row))
-
-
-def embed_samples(embedder: Embedder, samples: GeoSamples) -> Embedded:
-    """Embed a dataset's items with the method its ``kind`` calls for."""
-    if samples.kind == "text":
-        return embedder.embed_texts(samples.items)
-    if samples.kind == "image":
-        return embedder.embed_images([Path(p) for p in samples.items])
-    raise ValueError(f"dataset {samples.name!r} has kind {samples.kind!r}; expected 'text' or 'image'")

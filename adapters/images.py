@@ -72,6 +72,12 @@ def open_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         raise ImageError(f"{p}: cannot access file ({_describe(exc)})") from None
     if not p.is_file():
         raise ImageError(f"{p}: not a regular file")
+    try:  # pseudo-files (/proc, /dev) and files over MAX_IMAGE_BYTES: refused before any read
+        from adapters.files import MAX_IMAGE_BYTES, check_regular_file
+
+        check_regular_file(p, max_bytes=MAX_IMAGE_BYTES, what="an image file")
+    except ValueError as exc:
+        raise ImageError(str(exc)) from None
     if size == 0:
         raise ImageError(f"{p}: empty file (0 bytes)")
     with warnings.catch_warnings():

@@ -170,7 +170,11 @@ def _photo_files(directory: Path, recursive: bool) -> list[Path]:
 
 
 def _write_csv_atomic(out_csv: Path, rows: Sequence[tuple[str, float, float]]) -> None:
+    from adapters.csv_source import OUTSIDE_DIRECTIVE
+
     buffer = io.StringIO()
+    if any(image.startswith("../") or os.path.isabs(image) for image, _, _ in rows):
+        buffer.write(OUTSIDE_DIRECTIVE + "\n")  # the photos are not below the CSV: say so explicitly
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["image", "lat", "lon"])
     for image, lat, lon in rows:

@@ -25,8 +25,8 @@ from locdiff.core.sampling import SamplingSettings
 
 
 def _positive_tuple(instance, attribute, value):
-    if not value or any((not isinstance(x, int)) or x < 1 for x in value):
-        raise ValueError(f"{attribute.name} must be a non-empty list of positive integers, got {value!r}")
+    if not value or len(value) > 32 or any((not isinstance(x, int)) or not 1 <= x <= 65_536 for x in value):
+        raise ValueError(f"{attribute.name} must be a list of 1 to 32 integers in [1, 65536], got {value!r}")
 
 
 def _tuple_of_ints(value):
@@ -37,14 +37,14 @@ def _tuple_of_ints(value):
 class ModelConfig:
     degree: int = attrs.field(default=23, validator=[v.instance_of(int), v.ge(1), v.le(255)])
     widths: tuple[int, ...] = attrs.field(default=(512, 256, 128), converter=_tuple_of_ints, validator=_positive_tuple)
-    time_dim: int = attrs.field(default=200, validator=[v.instance_of(int), v.ge(2)])
+    time_dim: int = attrs.field(default=200, validator=[v.instance_of(int), v.ge(2), v.le(65_536)])
     dropout: float = attrs.field(default=0.3, converter=float, validator=[v.ge(0.0), v.lt(1.0)])
     siren_w0: float = attrs.field(default=1.0, converter=float, validator=v.gt(0.0))
 
 
 @attrs.frozen
 class DiffusionConfig:
-    steps: int = attrs.field(default=100, validator=[v.instance_of(int), v.ge(2)])
+    steps: int = attrs.field(default=100, validator=[v.instance_of(int), v.ge(2), v.le(100_000)])
     schedule: str = attrs.field(default="cosine", validator=v.in_(SCHEDULES))
     loss: str = attrs.field(default="kl", validator=v.in_(LOSSES))
     anchors_per_batch: int = attrs.field(default=2048, validator=[v.instance_of(int), v.ge(16)])
@@ -114,27 +114,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "config") -> "RunConfig":
-        """Build and validate from nested mappings; errors name the offending ``section.field``."""
-        sections = {f.name: f.type for f in attrs.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in sections:
-                raise ValueError(f"{where}: unknown setting {key!r}; expected one of {sorted(sections)}")
-            sub = _SECTIONS.get(key)
-            if sub is not None:
-                if not isinstance(value, Mapping):
-                    raise ValueError(f"{where}: [{key}] must be a table, got {value!r}")
-                known = {f.name for f in attrs.fields(sub)}
-                for k in value:
-                    if k not in known:
-                        raise ValueError(f"{where}: unknown setting {key}.{k}; expected one of {sorted(known)}")
-                try:
-                    kwargs[key] = sub(**value)
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"{where}: invalid [{key}] settings: {exc}") from exc
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
+        """Build and validate from nested mappings with strict types (:func:`structure`);
+        errors name the offending ``section.field``."""
+        return structure(cls, data, where=where)
 
     @classmethod
     def load(cls, path: Path | str, overrides: Mapping[str, Any] | None = None) -> "RunConfig":
@@ -154,6 +136,144 @@ _SECTIONS = {"model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainC
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Merge dotted overrides (``{"train.steps": 100}``) into a nested config mapping."""
+# --------------------------------------------------------------------------- strict structuring
+def _strict_converter():
+    """A cattrs converter that never coerces: no bool for an int, no string for a bool, no string for a list.
+
+    The hooks follow the attrs field types, so every field of every config class (including ones
+    added later) is checked by its declared type; the classes' own validators then check ranges.
+    """
+    import math
+    import typing
+
+    import cattrs
+
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+
+    def integer(value: Any, _type: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return value
+
+    def number(value: Any, _type: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return float(value)
+
+    def text(value: Any, _type: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+
+    def boolean(value: Any, _type: Any) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {value!r}")
+        return value
+
+    conv.register_structure_hook(int, integer)
+    conv.register_structure_hook(float, number)
+    conv.register_structure_hook(str, text)
+    conv.register_structure_hook(bool, boolean)
+
+    def is_tuple(t: Any) -> bool:
+        return typing.get_origin(t) is tuple
+
+    def tuple_hook(t: Any):
+        args = typing.get_args(t)
+        variadic = len(args) == 2 and args[1] is Ellipsis
+
+        def hook(value: Any, _type: Any) -> tuple:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"expected a list, got {value!r}")
+            if not variadic and len(value) != len(args):
+                raise ValueError(f"expected a list of {len(args)} values, got {len(value)}")
+            kinds = [args[0]] * len(value) if variadic else list(args)
+            return tuple(conv.structure(x, k) for x, k in zip(value, kinds))
+
+        return hook
+
+    conv.register_structure_hook_factory(is_tuple, tuple_hook)
+
+    def is_attrs_class(t: Any) -> bool:
+        return isinstance(t, type) and attrs.has(t)
+
+    def mapping_first(t: Any):
+        from cattrs.gen import make_dict_structure_fn
+
+        made = make_dict_structure_fn(t, conv, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True)
+
+        def hook(value: Any, _type: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise TypeError(f"expected a table, got {value!r}")
+            return made(value, t)
+
+        return hook
+
+    conv.register_structure_hook_factory(is_attrs_class, mapping_first)
+    return conv
+
+
+_CONVERTER = None
+
+
+def _problem(exc: BaseException, path: str = "") -> tuple[str, BaseException]:
+    """The first leaf error of a cattrs exception tree and the dotted field path to it."""
+    from cattrs.errors import ForbiddenExtraKeysError
+
+    if isinstance(exc, ForbiddenExtraKeysError):
+        known = sorted(f.name for f in attrs.fields(exc.cl))
+        where = f"{path}." if path else ""
+        return "", ValueError(f"unknown setting(s) {', '.join(where + n for n in sorted(exc.extra_fields))}; expected one of {known}")
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            step = path
+            for note in getattr(sub, "__notes__", []):
+                name = getattr(note, "name", None)
+                if name is not None:
+                    step = f"{path}.{name}" if path else str(name)
+                    if isinstance(name, int):
+                        step = f"{path}[{name}]"
+                    break
+            return _problem(sub, step)
+    return path, exc
+
+
+def _resolve(cls: type) -> None:
+    """Turn the string annotations of ``cls`` and its nested attrs classes into types (once)."""
+    import typing
+
+    attrs.resolve_types(cls)
+    for f in attrs.fields(cls):
+        for t in (f.type, *typing.get_args(f.type)):
+            if isinstance(t, type) and attrs.has(t):
+                _resolve(t)
+
+
+def structure(cls: type, data: Any, *, where: str = "config") -> Any:
+    """``data`` (nested mappings, e.g. parsed TOML or JSON) as an instance of the attrs class ``cls``.
+
+    Types are strict (no bool for an int, no truthy strings, no string for a list) and unknown keys
+    are refused; raises ``ValueError('<where>: <section.field>: <what is wrong>')``.
+    """
+    global _CONVERTER
+    if _CONVERTER is None:
+        _CONVERTER = _strict_converter()
+    _resolve(cls)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a table of settings, got {type(data).__name__}")
+    try:
+        return _CONVERTER.structure(data, cls)
+    except RecursionError:
+        raise ValueError(f"{where}: nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - cattrs groups every field error; report the first
+        field, leaf = _problem(exc)
+        message = str(leaf).strip() or type(leaf).__name__
+        message = message.splitlines()[0][:300]
+        raise ValueError(f"{where}: {field + ': ' if field else ''}{message}") from None
+
+
     out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
     for dotted, value in overrides.items():
         if value is None:

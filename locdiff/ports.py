@@ -67,6 +67,7 @@ class RunRecord:
     code_version: str
     metrics: Mapping[str, float]  # latest value of each metric / evaluation figure
 
+    stale: bool = False  # "running", but the process that recorded it is gone (killed): resume it
 
 @attrs.frozen
 class NamedPlaces:
@@ -171,6 +172,8 @@ class CheckpointStore(Protocol):
     def sha256(self, path: Path) -> str: ...
 
 
+    def clean(self, directory: Path) -> list[Path]: ...
+
 @runtime_checkable
 class ExperimentStore(Protocol):
     """Runs, their configs, metrics, checkpoints, evaluations and predictions."""
@@ -182,6 +185,8 @@ class ExperimentStore(Protocol):
     def add_checkpoint(self, run_id: int, record: CheckpointRecord) -> None: ...
 
     def add_evaluation(self, run_id: int, dataset: str, metrics: Mapping[str, float]) -> None: ...
+    def forget_missing_checkpoints(self, run_id: int) -> int: ...
+
 
     def add_predictions(self, run_id: int | None, rows: Sequence[Mapping[str, Any]]) -> None: ...
 

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from storage.schema import SCHEMA_VERSION
-from storage.sql_store import SchemaVersionError, SqlExperimentStore, sqlite_url
+from storage.sql_store import SchemaVersionError, SqlExperimentStore, StoreError, sqlite_url
 
-__all__ = ["SCHEMA_VERSION", "SchemaVersionError", "SqlExperimentStore", "sqlite_url"]
+__all__ = ["SCHEMA_VERSION", "SchemaVersionError", "SqlExperimentStore", "StoreError", "sqlite_url"]

@@ -1,7 +1,9 @@
 """SQLAlchemy 2.0 tables of the experiment database (runs, metrics, checkpoints, predictions).
 
 Datetimes are stored as naive UTC and come back timezone-aware (UTC) through :class:`UTCDateTime`.
-Bump :data:`SCHEMA_VERSION` whenever a table changes; the store refuses databases of another version.
+A table change is an Alembic revision in ``storage/migrations/versions`` (the store upgrades older
+databases in place and refuses newer ones); :data:`SCHEMA_VERSION` mirrors the revision count in the
+``schema_info`` table so that code from before migrations refuses upgraded stores.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 
 
@@ -75,6 +77,9 @@ class Run(Base):
     code_version: Mapped[str] = mapped_column(String(200), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, nullable=False)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)  # recorded by (revision 0002)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # last report of a running run
 
 
 class Metric(Base):

@@ -14,9 +14,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import functools
+import socket
+import sqlite3
+from datetime import timedelta
+
 from sqlalchemy import Engine, create_engine, event, func, inspect, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -42,16 +47,65 @@ _PREDICTION_FIELDS = ("item", "lat", "lon", "probability", "payload")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class SchemaVersionError(ValueError):
-    """The database was written by another schema version than this code understands."""
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+STALE_AFTER = timedelta(hours=6)  # a running run on another host with no report for this long is stale
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
-    def __init__(self, where: str, found: int | None, expected: int = SCHEMA_VERSION) -> None:
+
+class StoreError(ValueError):
+    """The experiment database cannot be used; a one-line message names it and says what to do."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a schema this code cannot upgrade (newer, or unknown)."""
+
+    def __init__(self, where: str, found: int | str | None, expected: int | str = SCHEMA_VERSION, *, newer: bool = False) -> None:
         self.where, self.found, self.expected = where, found, expected
-        found_text = "no schema version" if found is None else f"schema version {found}"
-        super().__init__(
-            f"experiment database {where} has {found_text}, expected version {expected}; "
-            "use a new database file or migrate this one"
-        )
+        if newer:
+            kind = "version" if isinstance(found, int) else "revision"
+            text = (f"experiment database {where} has schema {kind} {found}, newer than this LocDiff (expected {kind} "
+                    f"{expected} or older); upgrade LocDiff, or pass another --store")
+        else:
+            found_text = "no schema version" if found is None else f"schema version {found}"
+            text = (f"experiment database {where} has {found_text}, expected version {expected}; "
+                    "it was not written by LocDiff's migrations: pass another --store")
+        super().__init__(text)
+
+
+_HINTS = (
+    ("readonly", "the file or its folder is read-only: make it writable, or pass another --store"),
+    ("unable to open", "check that the folder exists and is writable, or pass another --store"),
+    ("not a database", "the file is not an SQLite database: move it away, or pass another --store"),
+    ("malformed", "the file is damaged: restore a backup, or pass another --store"),
+    ("disk is full", "free some disk space and retry (nothing was written)"),
+    ("disk i/o", "the disk reported an I/O error (nothing was written); check it and retry"),
+    ("locked", "another process holds the database lock for too long; retry when it is done"),
+    ("no such column", "its tables differ from its recorded schema version: restore a backup, or pass another --store"),
+    ("no such table", "its tables differ from its recorded schema version: restore a backup, or pass another --store"),
+)
+
+
+def store_error(where: str, exc: BaseException) -> StoreError:
+    """One line for any failure of the database: what happened and what to do."""
+    if isinstance(exc, StoreError):
+        return exc
+    raw = getattr(exc, "orig", None) or exc
+    text = " ".join(str(raw).split()) or type(raw).__name__
+    hint = next((h for key, h in _HINTS if key in text.lower()), "check the database, or pass another --store")
+    return StoreError(f"experiment database {where}: {text[:200]}; {hint}")
+
+
+def _guarded(method):
+    """Turn database failures of a public method into a one-line :class:`StoreError` (the transaction is rolled back)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
+            raise store_error(self.where, exc) from None
+
+    return wrapper
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
@@ -137,19 +191,33 @@ def _is_memory_sqlite(database: str | None) -> bool:
 
 def _make_engine(url: str) -> tuple[Engine, str]:
     """An engine for ``url`` and a human-readable name of the database (file path or URL)."""
+    if not isinstance(url, str) or not url.strip():
+        raise StoreError(f"experiment store: expected a database URL such as sqlite:///runs/locdiff.sqlite, got {url!r}")
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ValueError(f"experiment store: cannot parse database URL {url!r}: {exc}") from exc
+    except ArgumentError:
+        raise StoreError(f"experiment store: cannot parse database URL {url!r}; expected e.g. sqlite:///runs/locdiff.sqlite") from None
     where = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed), where
+        try:
+            return create_engine(parsed), where
+        except NoSuchModuleError:
+            raise StoreError(f"experiment store {where}: unknown database kind {parsed.drivername!r}; "
+                             "expected an SQLAlchemy URL such as sqlite:///runs/locdiff.sqlite") from None
+        except ImportError as exc:
+            raise StoreError(f"experiment store {where}: the database driver is not installed ({exc.name or exc}); "
+                             "install it (e.g. pip install psycopg2-binary for PostgreSQL)") from None
     if _is_memory_sqlite(parsed.database):
         engine = create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
         path = Path(parsed.database or "")
-        path.parent.mkdir(parents=True, exist_ok=True)
         where = str(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"experiment database {where}: cannot create its folder ({exc.strerror or exc}); "
+                             "pass another --store or --workdir") from None
+        _check_sqlite_file(path)
         engine = create_engine(parsed, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -169,6 +237,63 @@ def _make_engine(url: str) -> tuple[Engine, str]:
     return engine, where
 
 
+def _check_sqlite_file(path: Path) -> None:
+    """An existing store file must be a regular file starting with SQLite's header (else: one-line error)."""
+    if not path.exists():
+        return
+    where = str(path)
+    if not path.is_file():
+        raise StoreError(f"experiment database {where}: not a regular file; pass another --store")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"experiment database {where}: cannot read it ({exc.strerror or exc}); pass another --store") from None
+    if head and head != _SQLITE_MAGIC:
+        raise StoreError(f"experiment database {where}: not an SQLite database; move the file away, or pass another --store")
+
+
+def _alembic_config(connection: Any):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _script():
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS))
+
+
+def _column_differences(conn: Any) -> str | None:
+    """How the database's tables differ from the ORM's (None if they match)."""
+    inspector = inspect(conn)
+    present = set(inspector.get_table_names())
+    for table in Base.metadata.sorted_tables:
+        if table.name not in present:
+            return f"table {table.name!r} is missing"
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        want = {c.name for c in table.columns}
+        if have != want:
+            missing, extra = sorted(want - have), sorted(have - want)
+            parts = ([f"lacks column(s) {missing}"] if missing else []) + ([f"has unknown column(s) {extra}"] if extra else [])
+            return f"table {table.name!r} " + " and ".join(parts)
+    return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
 # --------------------------------------------------------------------------- store
 class SqlExperimentStore:
     """Runs, metrics, checkpoints, evaluations and predictions in one SQL database."""
@@ -178,27 +303,60 @@ class SqlExperimentStore:
     def __init__(self, url: str) -> None:
         self._engine, self.where = _make_engine(url)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._host, self._pid = socket.gethostname()[:255], os.getpid()
         try:
             self._prepare_schema()
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
+            self._engine.dispose()
+            raise store_error(self.where, exc) from None
         except BaseException:
             self._engine.dispose()
             raise
 
     # ..................................................................... lifecycle
     def _prepare_schema(self) -> None:
+        """Create a new store, upgrade an older one in place (one transaction), refuse anything else.
+
+        Older: a store stamped with an earlier Alembic revision, or one from before migrations
+        (``schema_info.version = 1`` and no ``alembic_version``), which is stamped ``0001`` first.
+        Refused: a newer revision, an unknown version, a foreign non-empty database, or tables whose
+        columns differ from the recorded revision.
+        """
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
+        script = _script()
+        head = script.get_current_head()
+        known = {rev.revision for rev in script.walk_revisions()}
         with self._engine.begin() as conn:
             present = set(inspect(conn).get_table_names())
-            if "schema_info" in present:
-                versions = list(conn.execute(select(SchemaInfo.version)).scalars())
-                if len(versions) != 1:
-                    raise SchemaVersionError(self.where, None if not versions else versions[-1])
-                if versions[0] != SCHEMA_VERSION:
-                    raise SchemaVersionError(self.where, versions[0])
+            current = MigrationContext.configure(conn).get_current_revision() if "alembic_version" in present else None
+            config = _alembic_config(conn)
+            versions = list(conn.execute(select(SchemaInfo.version)).scalars()) if "schema_info" in present else []
+            if "schema_info" in present and (len(versions) != 1 or not isinstance(versions[0], int) or versions[0] < 1
+                                             or versions[0] > SCHEMA_VERSION):
+                found = versions[-1] if versions else None
+                newer = isinstance(found, int) and found > SCHEMA_VERSION
+                raise SchemaVersionError(self.where, found, SCHEMA_VERSION, newer=newer)
+            if current is not None:
+                if current not in known:
+                    raise SchemaVersionError(self.where, current, head, newer=True)
+            elif versions:
+                if versions != [1]:  # only version 1 existed before migrations
+                    raise SchemaVersionError(self.where, versions[0], SCHEMA_VERSION)
+                command.stamp(config, "0001")  # the schema from before migrations is revision 0001
             elif present & set(TABLE_NAMES):
                 raise SchemaVersionError(self.where, None)
-            Base.metadata.create_all(conn)
-            if "schema_info" not in present:
-                conn.execute(SchemaInfo.__table__.insert().values(id=1, version=SCHEMA_VERSION))
+            elif present - {"sqlite_sequence"}:
+                shown = ", ".join(sorted(present)[:5])
+                raise StoreError(f"experiment database {self.where} already holds other tables ({shown}); "
+                                 "it is not a LocDiff store: pass another --store")
+            command.upgrade(config, "head")
+            problem = _column_differences(conn)
+            if problem is not None:
+                revision = MigrationContext.configure(conn).get_current_revision()
+                raise StoreError(f"experiment database {self.where}: {problem} for schema revision {revision}; "
+                                 "restore a backup, or pass another --store")
 
     def close(self) -> None:
         """Release every pooled connection (the store must not be used afterwards)."""
@@ -214,6 +372,23 @@ class SqlExperimentStore:
         return f"SqlExperimentStore({self.where!r})"
 
     # ..................................................................... helpers
+    @staticmethod
+    def _forget_missing(session: Session, run_id: int) -> int:
+        """Drop the rows of the run's checkpoints that are no longer on disk (pruned, or lost to a kill)."""
+        gone = [row for row in session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)) if not os.path.exists(row.path)]
+        for row in gone:
+            session.delete(row)
+        return len(gone)
+
+    def _stale(self, run: Run) -> bool:
+        """A ``running`` run whose process is gone: same host and a dead pid, or silent for :data:`STALE_AFTER`."""
+        if run.status != "running":
+            return False
+        if run.host == self._host and run.pid is not None:
+            return run.pid != self._pid and not _process_alive(run.pid)
+        last = run.heartbeat_at or run.created_at
+        return utc_now() - last > STALE_AFTER
+
     def _run(self, session: Session, run_id: Any) -> Run:
         run_id = _integer(run_id, "run_id")
         run = session.get(Run, run_id)
@@ -252,11 +427,13 @@ class SqlExperimentStore:
                 config=dict(run.config),
                 code_version=run.code_version,
                 metrics=figures[run.id],
+                stale=self._stale(run),
             )
             for run, experiment in runs
         ]
 
     # ..................................................................... writes
+    @_guarded
     def start_run(self, experiment: str, config: Mapping[str, Any], code_version: str) -> int:
         """Record a new ``running`` run of ``experiment`` (created if new); returns its id."""
         experiment = _text(experiment, "experiment")
@@ -271,13 +448,16 @@ class SqlExperimentStore:
                 found = Experiment(name=experiment, created_at=utc_now())
                 session.add(found)
                 session.flush()
+            now = utc_now()
             run = Run(
-                experiment_id=found.id, status="running", config=plain, code_version=code_version, created_at=utc_now()
+                experiment_id=found.id, status="running", config=plain, code_version=code_version, created_at=now,
+                host=self._host, pid=self._pid, heartbeat_at=now,
             )
             session.add(run)
             session.flush()
             return run.id
 
+    @_guarded
     def log_metrics(self, run_id: int, step: int, metrics: Mapping[str, float]) -> None:
         """Append training figures at ``step`` (NaN is kept, stored as NULL)."""
         step = _integer(step, "step", minimum=0)
@@ -285,7 +465,9 @@ class SqlExperimentStore:
         with self._sessions.begin() as session:
             run = self._run(session, run_id)
             session.add_all(Metric(run_id=run.id, step=step, name=n, value=_stored(v)) for n, v in figures.items())
+            run.heartbeat_at = utc_now()
 
+    @_guarded
     def add_checkpoint(self, run_id: int, record: CheckpointRecord) -> None:
         """Record a checkpoint; a record with the same path for this run is replaced."""
         if not isinstance(record, CheckpointRecord):
@@ -310,7 +492,16 @@ class SqlExperimentStore:
             else:
                 for key, value in fields.items():
                     setattr(row, key, value)
+            run.heartbeat_at = utc_now()
 
+    @_guarded
+    def forget_missing_checkpoints(self, run_id: int) -> int:
+        """Drop the run's checkpoint rows whose folder is gone from disk (pruned, or lost to a kill); returns how many."""
+        with self._sessions.begin() as session:
+            run = self._run(session, run_id)
+            return self._forget_missing(session, run.id)
+
+    @_guarded
     def add_evaluation(self, run_id: int, dataset: str, metrics: Mapping[str, float]) -> None:
         """Record evaluation figures of a run on ``dataset`` (shown as ``"<dataset>/<name>"``)."""
         dataset = _text(dataset, "dataset")
@@ -323,6 +514,7 @@ class SqlExperimentStore:
                 for n, v in figures.items()
             )
 
+    @_guarded
     def add_predictions(self, run_id: int | None, rows: Sequence[Mapping[str, Any]]) -> None:
         """Store predictions: each row has ``item``, ``lat``, ``lon``, optional ``probability``
         and ``payload`` (a JSON dict); any other keys are merged into the payload."""
@@ -339,6 +531,7 @@ class SqlExperimentStore:
                 prediction.created_at = now
             session.add_all(prepared)
 
+    @_guarded
     def finish_run(self, run_id: int, status: str) -> None:
         """Mark a running run ``finished``, ``failed`` or ``interrupted`` and stamp ``finished_at``."""
         if status not in _FINAL_STATUSES:
@@ -350,6 +543,7 @@ class SqlExperimentStore:
             run.status = status
             run.finished_at = utc_now()
 
+    @_guarded
     def reopen_run(self, run_id: int) -> None:
         """Mark an ``interrupted`` or ``failed`` run ``running`` again (it is being resumed)."""
         with self._sessions.begin() as session:
@@ -358,20 +552,24 @@ class SqlExperimentStore:
                 raise ValueError(f"run {run.id} already finished; it cannot be resumed")
             run.status = "running"
             run.finished_at = None
+            run.host, run.pid, run.heartbeat_at = self._host, self._pid, utc_now()
 
     # ..................................................................... reads
+    @_guarded
     def list_runs(self) -> list[RunRecord]:
         """Every run, oldest first, with its latest figures."""
         with self._sessions.begin() as session:
             rows = session.execute(select(Run, Experiment.name).join(Experiment).order_by(Run.id)).all()
             return self._records(session, [(run, name) for run, name in rows])
 
+    @_guarded
     def get_run(self, run_id: int) -> RunRecord:
         with self._sessions.begin() as session:
             run = self._run(session, run_id)
             name = session.scalar(select(Experiment.name).where(Experiment.id == run.experiment_id))
             return self._records(session, [(run, str(name))])[0]
 
+    @_guarded
     def checkpoints(self, run_id: int) -> list[CheckpointRecord]:
         """The run's checkpoints by step (then insertion order)."""
         with self._sessions.begin() as session:
@@ -386,6 +584,7 @@ class SqlExperimentStore:
                 for r in rows
             ]
 
+    @_guarded
     def predictions(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest ``limit`` predictions, newest first, as plain dicts."""
         limit = _integer(limit, "limit", minimum=1)

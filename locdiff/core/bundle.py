@@ -21,6 +21,25 @@ KIND = "locdiff-csunet"
 FORMAT = 1
 
 
+MAX_COND_DIM = 65_536  # widest condition embedding a checkpoint may declare
+
+
+def _check_shapes(tensors: Mapping[str, torch.Tensor], config: RunConfig, cond_dim: int, where: str) -> None:
+    """The weight shapes the config describes (built on the ``meta`` device: nothing allocated) must be
+    exactly the stored ones, so a tampered config can never make the loader allocate more than the file holds."""
+    with torch.device("meta"):  # the very constructor the loader uses next, on the meta device
+        net = ModelBundle.create(config, cond_dim, "shape-check", torch.device("meta")).net
+    expected = {f"model.{k}": tuple(v.shape) for k, v in net.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in tensors.items() if isinstance(k, str) and k.startswith("model.")}
+    if expected != stored:
+        missing = sorted(set(expected) - set(stored))
+        extra = sorted(set(stored) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra
+                  else f"{wrong[0]} is {list(stored[wrong[0]])}, the config needs {list(expected[wrong[0]])}")
+        raise ValueError(f"{where}: weights do not fit the model described by its config ({detail})")
+
+
 @attrs.define
 class ModelBundle:
     config: RunConfig
@@ -71,11 +90,25 @@ class ModelBundle:
         expect_embedder: str | None = None,
     ) -> "ModelBundle":
         """Rebuild from stored tensors/meta; ``ValueError`` naming the file and field on any mismatch."""
+        if not isinstance(meta, Mapping):
+            raise ValueError(f"{where}: checkpoint metadata must be a JSON object, got {type(meta).__name__}")
         if meta.get("kind") != KIND:
             raise ValueError(f"{where}: not a LocDiff model checkpoint (kind={meta.get('kind')!r}, expected {KIND!r})")
         if meta.get("format") != FORMAT:
             raise ValueError(f"{where}: checkpoint format {meta.get('format')!r} is not supported (expected {FORMAT})")
+        if "config" not in meta:
+            raise ValueError(f"{where}: checkpoint metadata has no 'config'")
         config = RunConfig.from_dict(meta["config"], where=f"{where} (meta.config)")
+        # A checkpoint never chooses where anything is written: store and workdir come from the user.
+        config = attrs.evolve(config, store_url=None, workdir=RunConfig().workdir)
+        cond_dim, degree, embedder_id = meta.get("cond_dim"), meta.get("degree"), meta.get("embedder_id")
+        if isinstance(cond_dim, bool) or not isinstance(cond_dim, int) or not 1 <= cond_dim <= MAX_COND_DIM:
+            raise ValueError(f"{where}: field 'cond_dim' must be an integer in [1, {MAX_COND_DIM}], got {cond_dim!r}")
+        if degree != config.model.degree or isinstance(degree, bool):
+            raise ValueError(f"{where}: field 'degree' is {degree!r} but meta.config says L={config.model.degree}")
+        if not isinstance(embedder_id, str) or not embedder_id:
+            raise ValueError(f"{where}: field 'embedder_id' must be a non-empty string, got {embedder_id!r}")
+        _check_shapes(tensors, config, cond_dim, where)
         if expect_degree is not None and meta["degree"] != expect_degree:
             raise ValueError(f"{where}: trained for SHDD degree L={meta['degree']}, but L={expect_degree} was requested")
         if expect_embedder is not None and meta["embedder_id"] != expect_embedder:

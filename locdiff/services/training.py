@@ -176,10 +176,17 @@ def train(
     opt = make_optimizer(bundle)
     start = 0
     if resume is not None:
+    resumed_ema = None
         tensors, meta = resume
         load_optimizer(opt, tensors, device)
         start = int(meta["step"])
     model: torch.nn.Module = bundle.net
+        ema = meta.get("loss_ema")  # restored, so a resumed run reports what an uninterrupted one does
+        resumed_ema = float(ema) if isinstance(ema, (int, float)) and not isinstance(ema, bool) else None
+    if lead:  # leftovers of a save or prune cut short by a kill; the store then matches the disk again
+        checkpoints.clean(checkpoint_dir)
+        if store is not None and run_id is not None:
+            store.forget_missing_checkpoints(run_id)
     if world > 1:
         import torch.distributed as dist
 
@@ -191,19 +198,21 @@ def train(
     share = (rows.stop - rows.start) * world / cfg.batch_size  # DDP averages: shard sum * world / B
     val_idx = data.splits.get("val", torch.empty(0, dtype=torch.long))[:1024]
     bar = (progress or NullProgress)(total=cfg.steps, initial=start, desc="train") if lead else NullProgress()
-    t0, last_ckpt, last_saved, loss_ema, step = time.perf_counter(), None, start, None, start
+    t0, last_ckpt, last_saved, loss_ema, step = time.perf_counter(), None, start, resumed_ema, start
     consistent = True  # the weights and optimiser state are exactly those after ``step`` steps
     stop = should_stop or (lambda: False)
 
     def save(at: int) -> Path:
         tensors = bundle.tensors() | optimizer_tensors(opt)
-        path = checkpoints.save(checkpoint_dir, tensors, bundle.meta(at))
+        meta = bundle.meta(at) | ({"loss_ema": loss_ema} if loss_ema is not None and loss_ema == loss_ema else {})
+        path = checkpoints.save(checkpoint_dir, tensors, meta)
         if store is not None and run_id is not None:
             record = CheckpointRecord(
                 path=str(path), sha256=checkpoints.sha256(path), degree=bundle.degree, dims=bundle.dim, embedder_id=bundle.embedder_id, step=at
             )
             store.add_checkpoint(run_id, record)
         return path
+            store.forget_missing_checkpoints(run_id)  # the ones the save just pruned
 
     bundle.net.train()
     try:

@@ -254,7 +254,7 @@ def test_missing_version_row_is_refused(db_file: Path) -> None:
     SqlExperimentStore(sqlite_url(db_file)).close()
     with sqlite3.connect(db_file) as raw:
         raw.execute("DELETE FROM schema_info")
-    with pytest.raises(SchemaVersionError, match="has no schema version, expected version 1"):
+    with pytest.raises(SchemaVersionError, match=f"has no schema version, expected version {SCHEMA_VERSION}"):
         SqlExperimentStore(sqlite_url(db_file))
 
 

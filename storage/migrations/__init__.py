@@ -1,0 +1,1 @@
+"""Alembic migrations of the experiment database (shipped as package data; run by ``SqlExperimentStore``)."""
