@@ -51,6 +51,15 @@ def _clip(compute, workdir: str, model: str, pretrained: str):
     return CachedEmbedder(inner, _cache_dir(workdir) / "embeddings")
 
 
+def _embedder(compute, workdir: str, kind: str, model: str, pretrained: str):
+    """The one place the embedder is chosen (``data.embedder``): for training, evaluation, studies and prediction."""
+    if kind == "minilm":
+        return _minilm(compute, workdir)
+    if kind == "clip":
+        return _clip(compute, workdir, model, pretrained)
+    raise ValueError(f"unknown embedder {kind!r}; expected 'minilm' or 'clip'")
+
+
 def _source(source: str, limit: int, all_places: bool, template: str):
     if source == "places":
         from adapters.places import PlacesSource
@@ -69,6 +78,12 @@ def _retriever(compute, workdir: str, pretrained: str):
     return GeoClipRetriever(embedder, device=compute.device, cache_dir=_cache_dir(workdir) / "geoclip")
 
 
+def _run_folder():
+    from adapters.run_folder import JsonRunFolder
+
+    return JsonRunFolder()
+
+
 class Container(containers.DeclarativeContainer):
     """Providers for every port; configure with :func:`build_container`."""
 
@@ -77,12 +92,9 @@ class Container(containers.DeclarativeContainer):
     compute = providers.Singleton(_compute, device=config.device)
     store = providers.Singleton(_store, url=config.store_url, workdir=config.workdir)
     checkpoints = providers.Singleton(_checkpoints, keep_last=config.train.keep_checkpoints)
-    embedder = providers.Selector(
-        config.data.embedder,
-        minilm=providers.Singleton(_minilm, compute=compute, workdir=config.workdir),
-        clip=providers.Singleton(
-            _clip, compute=compute, workdir=config.workdir, model=config.data.clip_model, pretrained=config.data.clip_pretrained
-        ),
+    embedder = providers.Singleton(
+        _embedder, compute=compute, workdir=config.workdir, kind=config.data.embedder, model=config.data.clip_model,
+        pretrained=config.data.clip_pretrained,
     )
     dataset = providers.Factory(
         _source,
@@ -92,6 +104,7 @@ class Container(containers.DeclarativeContainer):
         template=config.data.template,
     )
     retriever = providers.Singleton(_retriever, compute=compute, workdir=config.workdir, pretrained=config.data.clip_pretrained)
+    run_folder = providers.Singleton(_run_folder)
 
 
 def build_container(config: RunConfig) -> Container:
@@ -146,7 +159,7 @@ def build_prediction_service(checkpoint: Path | None, *, device: str = "auto", h
     compute = _compute(device)
     bundle, target = load_model(checkpoint, compute.device)
     cfg = bundle.config.data
-    embedder = _minilm(compute, workdir) if cfg.embedder == "minilm" else _clip(compute, workdir, cfg.clip_model, cfg.clip_pretrained)
+    embedder = _embedder(compute, workdir, cfg.embedder, cfg.clip_model, cfg.clip_pretrained)
     retriever = _retriever(compute, workdir, cfg.clip_pretrained) if hybrid else None
     return PredictionService(bundle, embedder, compute.device, retriever, source=str(target), calibrator=load_calibration(target))
 
@@ -162,3 +175,118 @@ def load_calibration(checkpoint: Path):
     from adapters.calibration_file import load_calibration as load
 
     return load(checkpoint)
+
+
+# --------------------------------------------------------------------------- the entry points' other adapters
+def code_version() -> str:
+    """The git commit of the code (``-dirty`` with local changes), recorded with every run."""
+    from adapters.code_version import code_version as version
+
+    return version()
+
+
+def run_id_of(path: Path) -> int | None:
+    """The run id of the run folder holding ``path``, if any."""
+    from adapters.run_folder import find_run_id
+
+    return find_run_id(Path(path))
+
+
+def launch_config(config: RunConfig) -> RunConfig:
+    """Under torchrun each process drives the GPU of its LOCAL_RANK (``auto`` already does)."""
+    import attrs
+
+    from adapters.compute import distributed_env
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if distributed_env() is not None and config.device == "cuda":
+        return attrs.evolve(config, device=f"cuda:{local_rank}")
+    return config
+
+
+def read_resume(run_dir: Path, steps: int | None = None):
+    """The interrupted run in ``run_dir`` (config, run id, last checkpoint), ready for :func:`training_ports`."""
+    from locdiff.services.training_run import read_resume as read
+
+    return read(Path(run_dir), _checkpoints(1), _run_folder(), steps=steps)
+
+
+def training_ports(config: RunConfig):
+    """Everything ``locdiff.services.training_run.run_training`` needs, wired for ``config`` (and torchrun)."""
+    import torch
+
+    from adapters.compute import init_distributed
+    from locdiff.services.training_run import TrainingPorts
+
+    container = build_container(launch_config(config))
+    compute = container.compute()
+    if compute.device.type == "cuda":
+        torch.cuda.set_device(compute.device)
+    return TrainingPorts(compute=compute, checkpoints=container.checkpoints(), store=container.store, embedder=container.embedder,
+                         dataset=container.dataset, run_folder=container.run_folder(), distributed=init_distributed,
+                         code_version=code_version())
+
+
+def benchmark_source(path: str, fmt: str | None, image_root: str | None = None, skip_missing: bool = False):
+    """A benchmark's published layout (``fmt``: mp16, im2gps3k, …) or, without ``fmt``, a generic CSV."""
+    if fmt:
+        from adapters.benchmark_formats import BenchmarkSource
+
+        return BenchmarkSource(fmt, Path(path), Path(image_root) if image_root else None, missing="skip" if skip_missing else "error")
+    from adapters.csv_source import CsvSource
+
+    return CsvSource(Path(path))
+
+
+def benchmark_formats() -> tuple[str, ...]:
+    from adapters.benchmark_formats import FORMATS
+
+    return tuple(FORMATS)
+
+
+def write_dataset_csv(samples, out: Path) -> None:
+    """Write located samples as the generic ``id,lat,lon,image,group`` CSV that ``train --data`` reads (atomically)."""
+    from adapters.dataset_csv import write_generic_csv
+
+    write_generic_csv(samples, Path(out))
+
+
+def photos_to_csv(directory: Path, out: Path):
+    """Scan a photo folder's EXIF GPS into an ``image,lat,lon`` CSV."""
+    from adapters.photos import photos_to_csv as scan
+
+    return scan(Path(directory), Path(out))
+
+
+def memory_probe():
+    """The host peak-memory probe the degree study uses (resident-set growth while a block runs)."""
+    from adapters.memory import RssProbe
+
+    return RssProbe
+
+
+def render_report(results, out_dir: Path, name: str) -> Path:
+    """Markdown + PNG report of study results (matplotlib lives in the adapter)."""
+    from adapters.report import render_report as render
+
+    return render(results, Path(out_dir), name)
+
+
+def study_env(container: Container, config: RunConfig, *, progress=None, log=None, reuse_models: bool = True):
+    """The ports a study uses (``locdiff.services.studies.StudyEnv``), from ``container``."""
+    from locdiff.services.studies import StudyEnv
+
+    return StudyEnv(compute=container.compute(), checkpoints=container.checkpoints(), store=container.store(),
+                    workdir=Path(config.workdir), progress=progress, code_version=code_version(), memory=memory_probe(),
+                    log=log, reuse_models=reuse_models)
+
+
+def write_json(path: Path, data) -> None:
+    """Write ``data`` as indented JSON, atomically (numbers that are not JSON-native become floats)."""
+    import json
+
+    from adapters.atomic import atomic_open
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(Path(path), "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2, default=float))

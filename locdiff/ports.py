@@ -7,6 +7,7 @@ frozen attrs values defined here.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -221,3 +222,33 @@ class PredictionService(Protocol):
                        cancelled: Any = None) -> list[Any]: ...
 
     def predict_text(self, text: str, settings: Any, cancelled: Any = None, progress: Any = None) -> Any: ...
+
+
+# --------------------------------------------------------------------------- driving-side ports (progress, memory, run folders)
+class ProgressBar(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def close(self) -> Any: ...
+
+
+class ProgressFactory(Protocol):
+    """Progress reporting: entry points pass ``tqdm`` (or a Qt signal adapter); use cases never print."""
+
+    def __call__(self, *, total: int, desc: str, initial: int = 0) -> ProgressBar: ...
+
+
+class MemoryProbe(Protocol):
+    """Measures peak memory while a block runs: ``with probe() as m: ...; m.peak_bytes``."""
+
+    def __call__(self) -> contextlib.AbstractContextManager[Any]: ...
+
+
+@runtime_checkable
+class RunFolder(Protocol):
+    """A training run's folder: ``config.json`` and ``run.json`` (run id, store URL), written atomically."""
+
+    def read(self, run_dir: Path) -> Mapping[str, Any] | None: ...  # run.json, or None if this is no run folder
+
+    def create(self, run_dir: Path, config: Mapping[str, Any], run: Mapping[str, Any]) -> None: ...

@@ -13,17 +13,14 @@ Registered on ``python -m locdiff.cli`` by ``cli_studies.register(sub)``::
 A study stores itself as one run of experiment ``study-<name>`` in the experiment store (its
 settings and run config as the config, every table cell as an evaluation) and writes
 ``<workdir>/studies/<name>-<run_id>.json``; ``report`` rebuilds Markdown + PNG plots from the store.
-Like ``locdiff/cli/main.py`` this is an entry point of the hexagon: it may name adapters.
+Like ``locdiff/cli/main.py`` this is a driving adapter: it parses, calls a use case through the container, prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,10 +28,10 @@ from typing import Any
 import torch
 
 from locdiff.config import RunConfig, apply_overrides
+from locdiff.container import benchmark_formats
 from locdiff.core.diffusion import PROJECTIONS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "default.toml"
-FORMATS = ("mp16", "im2gps3k", "yfcc4k", "yfcc26k", "osv5m")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -46,68 +43,6 @@ def _progress(**kwargs):
 
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _code_version() -> str:
-    from locdiff.cli.main import _code_version as version
-
-    return version()
-
-
-def _release_free_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc), so an RSS baseline means something."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class RssProbe:
-    """Peak growth of this process's resident set while the block runs (sampled every 50 ms; Linux /proc, else ru_maxrss)."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.peak_bytes = float("nan")
-
-    @staticmethod
-    def _rss() -> float | None:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def __enter__(self) -> "RssProbe":
-        _release_free_memory()
-        self._start = self._rss()
-        self._peak = self._start or 0.0
-        self._stop = threading.Event()
-        if self._start is not None:
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        else:
-            import resource
-
-            self._maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            rss = self._rss()
-            if rss is not None:
-                self._peak = max(self._peak, rss)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._start is not None:
-            self._thread.join()
-            self.peak_bytes = float(max(self._peak, self._rss() or 0) - self._start)
-        else:
-            import resource
-
-            self.peak_bytes = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self._maxrss0)
 
 
 def _config(args, model_config: RunConfig | None = None) -> RunConfig:
@@ -133,21 +68,13 @@ def _config(args, model_config: RunConfig | None = None) -> RunConfig:
     return RunConfig.load(path, overrides)
 
 
-def _benchmark_or_csv(path: str, fmt: str | None, image_root: str | None, skip_missing: bool):
-    if fmt:
-        from adapters.benchmark_formats import BenchmarkSource
-
-        return BenchmarkSource(fmt, Path(path), Path(image_root) if image_root else None, missing="skip" if skip_missing else "error")
-    from adapters.csv_source import CsvSource
-
-    return CsvSource(Path(path))
-
-
 def _source(container, args):
+    from locdiff.container import benchmark_source
+
     if args.format:
         if not args.data:
             raise ValueError(f"--format {args.format} needs --data CSV (the benchmark's metadata file)")
-        return _benchmark_or_csv(args.data, args.format, args.image_root, args.skip_missing_images)
+        return benchmark_source(args.data, args.format, args.image_root, args.skip_missing_images)
     return container.dataset()
 
 
@@ -169,45 +96,44 @@ def _settings(args, study: str):
     )
 
 
+def _given_model(study: str, args, kwargs: dict[str, Any]):
+    """``--run``: the model, loaded once on the CPU (the study moves it to its device); calibration saves its fit beside it."""
+    from locdiff.container import load_model, save_calibration
+
+    if not args.run:
+        return None
+    if study in ("losses", "spatial", "degrees"):
+        raise ValueError(f"study {study!r} trains its own models; --run is only for compare, anchors and calibration")
+    bundle, ckpt = load_model(Path(args.run), torch.device("cpu"))
+    kwargs["bundle"] = bundle
+    _log(f"model {ckpt} (L={bundle.degree}, {bundle.config.diffusion.loss}, {bundle.config.train.steps} steps)")
+    if study == "calibration":
+        def save(calibrator, ckpt=ckpt):
+            path = save_calibration(ckpt, calibrator)
+            _log(f"calibration saved for predictions with this model: {path} ({calibrator.describe()})")
+        kwargs["on_fit"] = save
+    return bundle
+
+
 def _run_study(study: str, args) -> int:
-    from adapters.atomic import atomic_open
-    from locdiff.container import build_container, load_model
-    from locdiff.services.studies import RUNNERS, StudyEnv, format_result
+    from locdiff.container import benchmark_source, build_container, study_env, write_json
+    from locdiff.services.studies import RUNNERS, format_result
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.run and study in ("losses", "spatial", "degrees"):
-        raise ValueError(f"study {study!r} trains its own models; --run is only for compare, anchors and calibration")
-    from locdiff.container import save_calibration
-
     kwargs: dict[str, Any] = {}
-    bundle = None
-    if args.run:  # loaded once, on the CPU; the study moves it to its device
-        bundle, ckpt = load_model(Path(args.run), torch.device("cpu"))
-        kwargs["bundle"] = bundle
+    bundle = _given_model(study, args, kwargs)
     config = _config(args, bundle.config if bundle is not None else None)
     settings = _settings(args, study)
     container = build_container(config)
-    compute = container.compute()
-    env = StudyEnv(compute=compute, checkpoints=container.checkpoints(), store=container.store(), workdir=Path(config.workdir),
-                   progress=_progress, code_version=_code_version(), memory=RssProbe, log=_log,
-                   reuse_models=not args.retrain)
-    if bundle is not None:
-        _log(f"model {ckpt} (L={bundle.degree}, {bundle.config.diffusion.loss}, {bundle.config.train.steps} steps)")
-        if study == "calibration":
-            def save(calibrator, ckpt=ckpt):
-                path = save_calibration(ckpt, calibrator)
-                _log(f"calibration saved for predictions with this model: {path} ({calibrator.describe()})")
-            kwargs["on_fit"] = save
+    env = study_env(container, config, progress=_progress, log=_log, reuse_models=not args.retrain)
     _log(f"study {study}: {json.dumps(settings.to_dict())}")
     t0 = time.perf_counter()
     if study == "compare" and args.eval_data:
-        kwargs["eval_source"] = _benchmark_or_csv(args.eval_data, args.eval_format, args.eval_image_root, args.skip_missing_images)
+        kwargs["eval_source"] = benchmark_source(args.eval_data, args.eval_format, args.eval_image_root, args.skip_missing_images)
     result = RUNNERS[study](_source(container, args), container.embedder(), config, env, settings, **kwargs)
     out = Path(config.workdir) / "studies" / f"{study}-{result.run_id if result.run_id is not None else 'x'}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out, "w", encoding="utf-8") as f:
-        f.write(json.dumps(result.to_dict(), indent=2, default=float))
+    write_json(out, result.to_dict())
     print(f"\n## study {study} (run {result.run_id}, {time.perf_counter() - t0:.0f} s)\n")
     print(format_result(result))
     print(f"\nresults: {out}\nreport:  python -m locdiff.cli report {result.run_id} --out reports/")
@@ -219,35 +145,48 @@ def cmd_compare(args) -> int:
 
 
 def cmd_study(args) -> int:
+    if args.name == "sampler":
+        return _sampler_study(args)
     return _run_study(args.name, args)
+
+
+def _sampler_study(args) -> int:
+    """``study sampler``: samplers × steps × projections against the exact oracle (no data, no model)."""
+    from locdiff.core.sampling import parse_samplers
+    from locdiff.services.sampler_study import DEFAULT_PRIOR, SamplerStudySettings, format_table, parse_prior, run_sampler_study
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fields = {"prior": parse_prior(args.prior or DEFAULT_PRIOR)}
+    if args.samplers:
+        fields["runs"] = tuple(parse_samplers(args.samplers))
+    if args.projections:
+        fields["projections"] = tuple(p.strip() for p in args.projections.split(","))
+    for key, value in (("degree", args.degree), ("samples", args.samples), ("seed", args.seed), ("radius_km", args.radius_km)):
+        if value is not None:
+            fields[key] = value
+    settings = SamplerStudySettings(**fields)
+    t0 = time.perf_counter()
+    rows = run_sampler_study(settings, on_row=lambda r: _log(f"{r.sampler}-{r.steps} {r.projection}: max err {r.max_error:.3f}"))
+    print(f"\n## study sampler ({time.perf_counter() - t0:.0f} s)\n")
+    print(format_table(rows, settings))
+    return 0
 
 
 def cmd_convert(args) -> int:
     """Write a benchmark's metadata as the generic ``id,lat,lon,image,group`` CSV that ``train --data`` reads."""
-    import csv
+    from locdiff.container import benchmark_source, write_dataset_csv
 
-    from adapters.atomic import atomic_open
-    from adapters.benchmark_formats import BenchmarkSource
-
-    src = BenchmarkSource(args.format, Path(args.csv), Path(args.image_root) if args.image_root else None,
-                          missing="skip" if args.skip_missing_images else "error")
+    src = benchmark_source(args.csv, args.format, args.image_root, args.skip_missing_images)
     samples = src.load()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "lat", "lon", "image", "group"])
-        groups = samples.groups or ("",) * len(samples)
-        for sid, (lat, lon), item, group in zip(samples.ids, samples.latlon.tolist(), samples.items, groups):
-            w.writerow([sid, f"{lat:.7f}", f"{lon:.7f}", item, group])
-    print(f"wrote {len(samples)} {args.format} samples to {out}" + (f"; skipped {len(src.skipped)} with missing images" if src.skipped else ""))
+    write_dataset_csv(samples, Path(args.out))
+    print(f"wrote {len(samples)} {args.format} samples to {args.out}" + (f"; skipped {len(src.skipped)} with missing images" if src.skipped else ""))
     return 0
 
 
 def cmd_report(args) -> int:
-    from adapters.report import render_report
-    from locdiff.container import build_container
-    from locdiff.services.studies import StudyResult
+    from locdiff.container import build_container, render_report
+    from locdiff.core.tables import StudyResult
 
     config = RunConfig.load(DEFAULT_CONFIG, {"workdir": args.workdir, "store_url": args.store})
     store = build_container(config).store()
@@ -265,6 +204,7 @@ def cmd_report(args) -> int:
 
 # --------------------------------------------------------------------------- parser
 def _study_options(p: argparse.ArgumentParser) -> None:
+    formats = benchmark_formats()
     p.add_argument("--config", help="TOML run config of the models a study trains (default: locdiff/default.toml)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a few minutes")
     p.add_argument("--steps", type=int, help="training steps of each model the study trains")
@@ -284,11 +224,11 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout-lat-band", help="spatial study: hold out latitudes LO,HI instead of countries")
     p.add_argument("--places", type=int, help="number of places (most populous first)")
     p.add_argument("--data", help="a dataset CSV instead of the places (generic lat,lon,image|text or a --format layout)")
-    p.add_argument("--format", choices=FORMATS, help="the benchmark layout of --data")
+    p.add_argument("--format", choices=formats, help="the benchmark layout of --data")
     p.add_argument("--image-root", help="folder of the benchmark's images (default: next to the CSV)")
     p.add_argument("--skip-missing-images", action="store_true", help="drop rows whose image file is missing (default: error)")
     p.add_argument("--eval-data", help="compare: evaluate on this dataset (all its items) instead of the test split")
-    p.add_argument("--eval-format", choices=FORMATS, help="the benchmark layout of --eval-data")
+    p.add_argument("--eval-format", choices=formats, help="the benchmark layout of --eval-data")
     p.add_argument("--eval-image-root", help="folder of --eval-data's images")
     p.add_argument("--embedder", choices=["minilm", "clip"])
     p.add_argument("--seed", type=int)
@@ -298,6 +238,19 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:1 | mps")
     p.add_argument("--workdir", default="runs", help="where the store, study models and results live (default: runs)")
     p.add_argument("--store", help="SQLAlchemy URL of the experiment store")
+
+
+def study_options(**given: Any) -> argparse.Namespace:
+    """The options of ``compare`` / ``study`` with their defaults, and ``given`` (``eval --compare`` uses it)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _study_options(parser)
+    args = parser.parse_args([])
+    args.run = None
+    for key, value in given.items():
+        if not hasattr(args, key):
+            raise TypeError(f"no study option {key!r}")
+        setattr(args, key, value)
+    return args
 
 
 def register(subparsers) -> None:
@@ -310,13 +263,17 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_compare)
 
     p = subparsers.add_parser("study", help="run an ablation / evidence study and store its tables")
-    p.add_argument("name", choices=STUDIES)
+    p.add_argument("name", choices=(*STUDIES, "sampler"))
     p.add_argument("--run", help="a trained model for compare / anchors / calibration (otherwise one is trained)")
+    p.add_argument("--prior", help='sampler study: the finite prior, "lat,lon,w;lat,lon,w;..." (default Madrid/Sydney/Tokyo 0.6/0.3/0.1)')
+    p.add_argument("--samplers", help="sampler study: runs, e.g. ddpm:100,ddim:20,dpmpp2m:15 (default: a spread of all samplers)")
+    p.add_argument("--projections", help="sampler study: comma-separated x0 projections (default: all)")
+    p.add_argument("--radius-km", type=float, help="sampler study: a sample counts for a site within this distance (default 300)")
     _study_options(p)
     p.set_defaults(func=cmd_study, run=None)
 
     p = subparsers.add_parser("convert", help="benchmark metadata (MP16, Im2GPS3k, YFCC4k/26k, OSV-5M) → generic dataset CSV")
-    p.add_argument("format", choices=FORMATS)
+    p.add_argument("format", choices=benchmark_formats())
     p.add_argument("csv", help="the benchmark's metadata CSV as published")
     p.add_argument("--image-root", help="folder of its images (default: the layout's folder next to the CSV)")
     p.add_argument("--out", required=True, help="generic CSV to write (id,lat,lon,image,group)")

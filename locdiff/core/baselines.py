@@ -360,15 +360,3 @@ def baseline_fitters(
         "grid classifier": functools.partial(GridClassifier.fit, device=device, seed=seed, steps=steps, cells=cells),
         "regression (unit vector)": functools.partial(UnitVectorRegressor.fit, device=device, seed=seed, steps=steps),
     }
-
-
-def fit_all(
-    train_cond: torch.Tensor,
-    train_latlon: torch.Tensor,
-    val_cond: torch.Tensor,
-    val_latlon: torch.Tensor,
-    **options,
-) -> dict[str, Baseline]:
-    """The four baseline rows of the comparison table, keyed by a display name (``options``: of :func:`baseline_fitters`)."""
-    args = (train_cond, train_latlon, val_cond, val_latlon)
-    return {name: fit(*args) for name, fit in baseline_fitters(**options).items()}

@@ -85,10 +85,6 @@ def spherical_mean(latlon: torch.Tensor, weights: torch.Tensor | None = None) ->
     return to_latlon(v.sum(-2))
 
 
-def km_to_radians(km: float) -> float:
-    return km / EARTH_RADIUS_KM
-
-
 def cap_area_km2(radius_km: torch.Tensor | float) -> torch.Tensor:
     """Area of a spherical cap of the given great-circle radius."""
     r = torch.as_tensor(radius_km, dtype=torch.float64)

@@ -77,16 +77,6 @@ def sh_index(l: int, m: int) -> int:
     return l * l + l + m
 
 
-def degrees_of(degree: int) -> torch.Tensor:
-    """Degree ``l`` of every coefficient, ``[(L+1)^2]`` (int64)."""
-    return torch.cat([torch.full((2 * l + 1,), l, dtype=torch.int64) for l in range(degree + 1)])
-
-
-def orders_of(degree: int) -> torch.Tensor:
-    """Signed order ``m`` of every coefficient, ``[(L+1)^2]`` (int64)."""
-    return torch.cat([torch.arange(-l, l + 1, dtype=torch.int64) for l in range(degree + 1)])
-
-
 @functools.lru_cache(maxsize=64)
 def _recurrence(degree: int, dtype: torch.dtype, device: str) -> tuple:
     """Per-degree coefficients of the normalised recurrence, built in float64 then cast.

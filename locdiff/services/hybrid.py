@@ -30,3 +30,19 @@ def refine_with_retrieval(
         ok = torch.isfinite(top).all(-1)
         out[start : start + batch][ok] = top[ok]
     return out
+
+
+def evaluate_hybrid(retriever: Retriever, data, split: str, evaluation, *, radius_km: float = 200.0, store=None,
+                    run_id: int | None = None) -> dict[str, float]:
+    """LocDiff-H metrics on the items an :class:`~locdiff.services.evaluation.Evaluation` covered (an image dataset)."""
+    from locdiff.core.metrics import summarize
+
+    index = data.splits[split][: evaluation.truth.shape[0]]
+    images = [Path(data.items[i]) for i in index.tolist()]
+    if not all(p.suffix for p in images):
+        raise ValueError("--hybrid needs an image dataset (GeoCLIP retrieves with image features)")
+    refined = refine_with_retrieval(retriever, images, evaluation.samples, evaluation.predictions, radius_km=radius_km)
+    metrics = summarize(refined, evaluation.truth)
+    if store is not None and run_id is not None:
+        store.add_evaluation(run_id, f"{data.name}:{split}:hybrid{radius_km:g}km", metrics)
+    return metrics

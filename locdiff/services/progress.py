@@ -1,20 +1,12 @@
-"""Progress reporting as a port: entry points pass ``tqdm`` (or a Qt signal adapter); the core never prints."""
+"""A progress bar that shows nothing (the ports ``ProgressBar`` / ``ProgressFactory`` live in :mod:`locdiff.ports`)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
+from locdiff.ports import ProgressBar, ProgressFactory
 
-class ProgressBar(Protocol):
-    def update(self, n: int = 1) -> Any: ...
-
-    def set_postfix(self, *args: Any, **kwargs: Any) -> Any: ...
-
-    def close(self) -> Any: ...
-
-
-class ProgressFactory(Protocol):
-    def __call__(self, *, total: int, desc: str, initial: int = 0) -> ProgressBar: ...
+__all__ = ["NullProgress", "ProgressBar", "ProgressFactory"]
 
 
 class NullProgress:

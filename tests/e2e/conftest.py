@@ -56,7 +56,7 @@ def _synthetic_photos(folder: Path, n: int = 48) -> list[tuple[str, float, float
 def trained_run(tmp_path_factory):
     """(root, run_dir) of a degree-7 model trained for 40 steps on 48 synthetic photos."""
     pytest.importorskip("open_clip")
-    from adapters.clip_embedder import save_tiny_test_model
+    from tests.support.tiny_clip import save_tiny_test_model
     from locdiff.cli import main
 
     root = tmp_path_factory.mktemp("imgpipe")

@@ -44,7 +44,7 @@ def test_predict_reports_a_corrupt_photo_and_keeps_going(trained_run, capsys):
 
 
 def test_checkpoint_refuses_another_embedder(trained_run, tmp_path):
-    from adapters.clip_embedder import save_tiny_test_model
+    from tests.support.tiny_clip import save_tiny_test_model
     from locdiff.container import build_prediction_service, load_model
 
     root, run_dir = trained_run

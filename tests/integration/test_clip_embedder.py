@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from adapters.clip_embedder import OpenClipEmbedder, save_tiny_test_model, tiny_model_cfg
+from adapters.clip_embedder import OpenClipEmbedder
+from tests.support.tiny_clip import save_tiny_test_model, tiny_model_cfg
 from adapters.images import load_rgb
 from locdiff.ports import Embedder
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.embedding_cache import CacheError, CachedEmbedder, embed_samples
-from locdiff.ports import Embedded, Embedder, GeoSamples, ItemFailure
+from adapters.embedding_cache import CacheError, CachedEmbedder
+from locdiff.ports import Embedded, Embedder, ItemFailure
 
 DIM = 8
 
@@ -179,18 +179,6 @@ def test_meta_mismatch(tmp_path: Path) -> None:
     (shard.parent / "meta.json").write_text('{"format": 1, "embedder_id": "fake:1", "dim": 3}')
     with pytest.raises(CacheError, match="meta.json"):
         CachedEmbedder(FakeEmbedder(), tmp_path)
-
-
-def test_embed_samples_dispatch(tmp_path: Path) -> None:
-    img = tmp_path / "p.jpg"
-    img.write_bytes(b"pixels")
-    latlon = torch.zeros(1, 2, dtype=torch.float64)
-    inner = FakeEmbedder()
-    t = embed_samples(inner, GeoSamples("t", ("1",), latlon, ("Paris",), "text"))
-    i = embed_samples(inner, GeoSamples("i", ("1",), latlon, (str(img),), "image"))
-    assert torch.equal(t.vectors[0], _vec(b"Paris")) and torch.equal(i.vectors[0], _vec(b"pixels"))
-    with pytest.raises(ValueError, match="kind 'audio'"):
-        embed_samples(inner, GeoSamples("a", ("1",), latlon, ("x",), "audio"))
 
 
 def test_with_real_minilm(tmp_path: Path) -> None:

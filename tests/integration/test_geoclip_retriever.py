@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 pytest.importorskip("geoclip")
 
-from adapters.clip_embedder import OpenClipEmbedder, save_tiny_test_model  # noqa: E402
+from adapters.clip_embedder import OpenClipEmbedder  # noqa: E402
+from tests.support.tiny_clip import save_tiny_test_model  # noqa: E402
 from adapters.geoclip_retriever import EARTH_RADIUS_KM, GeoClipRetriever, geoclip_weights_dir  # noqa: E402
 from locdiff.ports import Retriever  # noqa: E402
 

@@ -1,69 +1,102 @@
-"""The hexagon's arrows point inward: the locdiff core imports no adapter, storage, GUI or heavy I/O library.
+"""The hexagon's arrows point inward: import-linter contracts (``pyproject.toml``) checked by ``lint-imports``.
 
-Only the composition root (``locdiff/container.py``) and the entry points (``locdiff/cli/main.py``,
-``locdiff/cli/studies.py``, ``locdiff/__main__.py``) may name concrete adapters. Checked twice: statically over every import
-statement (also those inside functions) and dynamically in a fresh interpreter.
+cli → gui → container → services → ports / config / core; adapters and storage never import use cases,
+the container or an entry point; the core imports no adapter, store, entry point or I/O library. The
+contracts must hold here and must FAIL on a deliberately wrong import in a copy of the tree; the core
+must load no outer layer at run time, and no module opens a side door with ``importlib``.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
-CORE = ROOT / "locdiff"
-COMPOSITION = {"container.py", "cli/__init__.py", "cli/__main__.py", "cli/main.py", "cli/studies.py", "__main__.py"}
-FORBIDDEN = ("adapters", "storage", "gui", "open_clip", "sqlalchemy", "PySide6", "pyqtgraph", "OpenGL", "geoclip",
-             "safetensors", "PIL", "sentence_transformers", "transformers")
+PACKAGES = ("locdiff", "adapters", "storage", "gui")
+OUTER = ("adapters", "storage", "gui", "open_clip", "sqlalchemy", "PySide6", "pyqtgraph", "OpenGL", "geoclip", "safetensors", "PIL",
+         "sentence_transformers", "transformers", "matplotlib")
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.lineno, node.module))
-    return found
+def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("lint-imports")
+    assert exe, "import-linter is a test dependency (pyproject.toml [test])"
+    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "PYTHONPATH": str(cwd), "HOME": str(cwd)}
+    return subprocess.run([exe, "--config", str(cwd / "pyproject.toml"), "--no-cache"], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
 
 
-def core_files() -> list[Path]:
-    return [p for p in CORE.rglob("*.py") if p.relative_to(CORE).as_posix() not in COMPOSITION]
+def test_lint_imports_keeps_every_contract():
+    out = lint_imports(ROOT)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout and "5 kept" in out.stdout
 
 
-def test_core_has_no_forbidden_imports():
-    offences = [
-        f"{path.relative_to(ROOT)}:{line} imports {name}"
-        for path in core_files()
-        for line, name in _imports(path)
-        if name.split(".")[0] in FORBIDDEN
+@pytest.fixture(scope="module")
+def tree_copy(tmp_path_factory) -> Path:
+    """The four packages and the contracts, copied so a test can plant a wrong import."""
+    root = tmp_path_factory.mktemp("hexagon")
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, root / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.csv", "*.png", "*.jpg"))
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+@pytest.mark.parametrize("module, line, broken", [
+    ("locdiff/core/geo.py", "import adapters.compute", "locdiff.core.geo -> adapters.compute"),
+    ("locdiff/core/metrics.py", "import sqlalchemy", "locdiff.core.metrics -> sqlalchemy"),
+    ("locdiff/services/evaluation.py", "from storage import sql_store", "locdiff.services.evaluation -> storage"),
+    ("adapters/report.py", "from locdiff.services import studies", "adapters.report -> locdiff.services"),
+    ("gui/app.py", "from locdiff.cli import main", "gui.app -> locdiff.cli"),
+    ("locdiff/cli/main.py", "import adapters.photos", "locdiff.cli.main -> adapters.photos"),
+])
+def test_lint_imports_fails_on_a_wrong_import(tree_copy, module, line, broken):
+    path = tree_copy / module
+    original = path.read_text()
+    try:
+        path.write_text(original + f"\n{line}  # planted by the architecture test\n")
+        out = lint_imports(tree_copy)
+    finally:
+        path.write_text(original)
+    assert out.returncode != 0 and "BROKEN" in out.stdout, out.stdout[-3000:]
+    assert broken in " ".join(out.stdout.split()), out.stdout[-3000:]
+
+
+def test_importing_the_core_and_use_cases_loads_no_outer_layer():
+    """At run time too (imports inside functions excepted): the core, ports, config and use cases load no adapter."""
+    inner = [ROOT / "locdiff" / "core", ROOT / "locdiff" / "services"]
+    modules = ["locdiff.ports", "locdiff.config"] + [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for d in inner for p in d.rglob("*.py")
     ]
-    assert not offences, "core → outer-layer imports:\n" + "\n".join(offences)
-    assert len(core_files()) >= 8  # the scan really saw the core
-
-
-def test_importing_the_core_loads_no_outer_layer():
-    modules = [f"locdiff.{p.relative_to(CORE).with_suffix('').as_posix().replace('/', '.')}" for p in core_files()]
-    modules = [m.removesuffix(".__init__") for m in modules]
+    assert len(modules) >= 20  # really saw the core and the use cases
     code = (
         "import importlib, json, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
-        f"print(json.dumps(sorted(k for k in sys.modules if k.split('.')[0] in {FORBIDDEN!r})))\n"
+        f"print(json.dumps(sorted(k for k in sys.modules if k.split('.')[0] in {OUTER!r})))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-def test_outer_layers_do_not_import_entry_points():
-    """Adapters and storage implement ports; they never reach back into the CLI, GUI or container."""
-    offences = []
-    for pkg in ("adapters", "storage"):
-        for path in (ROOT / pkg).rglob("*.py"):
-            for line, name in _imports(path):
-                if name.split(".")[0] == "gui" or name in ("locdiff.cli", "locdiff.container"):
-                    offences.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+def _side_doors(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            if name in ("import_module", "__import__", "spec_from_file_location", "load_module"):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {name}")
+    return found
+
+
+def test_no_importlib_side_doors():
+    """Imports import-linter cannot see (``importlib.import_module("…")``) are not used to dodge the contracts."""
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    assert len(files) > 40
+    offences = [o for p in files for o in _side_doors(p)]
     assert not offences, "\n".join(offences)

@@ -10,7 +10,7 @@ from locdiff.core.baselines import (
     GridClassifier,
     KNNRetrieval,
     UnitVectorRegressor,
-    fit_all,
+    baseline_fitters,
     nearest_points,
     selection_score,
     spherical_kmeans,
@@ -127,9 +127,9 @@ def test_grid_classifier_predicts_cell_centroids_and_probabilities(splits):
     assert all(any(torch.allclose(row, c.cpu().to(row.dtype)) for c in model.centroids) for row in pred)
 
 
-def test_fit_all_returns_the_four_rows(splits):
+def test_baseline_fitters_fit_the_four_rows(splits):
     (tc, tl), (vc, vl), _ = splits
-    models = fit_all(tc[:300], tl[:300], vc[:50], vl[:50], steps=20, cells=(8,))
+    models = {name: fit(tc[:300], tl[:300], vc[:50], vl[:50]) for name, fit in baseline_fitters(steps=20, cells=(8,)).items()}
     assert list(models) == ["kNN (k=1)", "kNN (k=10, weighted)", "grid classifier", "regression (unit vector)"]
 
 

@@ -3,18 +3,16 @@ run config of the models it trains (:func:`study_config`)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
 from locdiff.config import RunConfig, apply_overrides
 from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS
 from locdiff.core.sampling import SamplingSettings
-from locdiff.ports import CheckpointStore, Compute, ExperimentStore
-from locdiff.services.progress import ProgressFactory
+from locdiff.ports import CheckpointStore, Compute, ExperimentStore, MemoryProbe, ProgressFactory
 
 STUDIES = ("compare", "anchors", "losses", "spatial", "calibration", "degrees")
 #: six countries on six continents, ~6 % of the default 16,000 places
@@ -84,12 +82,6 @@ def default_settings(study: str, *, quick: bool = False, **changes: Any) -> Stud
     if quick:
         base = attrs.evolve(base, **_QUICK)
     return base.replace(**changes)
-
-
-class MemoryProbe(Protocol):
-    """Measures peak memory while a block runs: ``with probe() as m: ...; m.peak_bytes``."""
-
-    def __call__(self) -> contextlib.AbstractContextManager[Any]: ...
 
 
 @attrs.frozen

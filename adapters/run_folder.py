@@ -1,0 +1,46 @@
+"""The ``RunFolder`` port on disk: ``<run_dir>/config.json`` and ``run.json``, each written atomically."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from adapters.atomic import atomic_open
+
+
+def _write(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        json.dump(dict(data), fh, indent=2, sort_keys=True)
+
+
+class JsonRunFolder:
+    """Reads ``run.json`` (run id, store URL) and creates a run's folder with its config."""
+
+    def read(self, run_dir: Path) -> dict[str, Any] | None:
+        path = Path(run_dir) / "run.json"
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable run.json ({exc})") from None
+        if not isinstance(data, dict) or isinstance(data.get("run_id"), bool) or not isinstance(data.get("run_id"), int):
+            raise ValueError(f"{path}: field 'run_id' must be an integer")
+        return data
+
+    def create(self, run_dir: Path, config: Mapping[str, Any], run: Mapping[str, Any]) -> None:
+        _write(Path(run_dir) / "config.json", config)
+        _write(Path(run_dir) / "run.json", run)
+
+
+def find_run_id(path: Path) -> int | None:
+    """The run id of the run folder holding ``path`` (a run or one of its checkpoints), or None."""
+    folder = JsonRunFolder()
+    for p in (Path(path), *Path(path).parents):
+        data = folder.read(p)
+        if data is not None:
+            return int(data["run_id"])
+    return None
