@@ -113,6 +113,13 @@ def build_container(config: RunConfig) -> Container:
     return container
 
 
+def name_benchmark(path: Path | None = None):
+    """The name-only benchmark's queries and truth places (GeoNames; the packaged name list by default)."""
+    from adapters.place_names import NAMES_FILE, PlaceNameBenchmark
+
+    return PlaceNameBenchmark(Path(path) if path is not None else NAMES_FILE)
+
+
 def history_store(workdir: str = "runs", url: str | None = None):
     """The experiment store whose prediction history the app shows (``workdir``'s SQLite unless ``url``)."""
     return _store(url, workdir)
