@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 
 from locdiff.core import shdd
 from locdiff.core.decoding import decode, grid_argmax
-from locdiff.core.diffusion import DEFAULT_PROJECTION, PROJECTIONS, Diffusion, Schedule, cosine_betas, linear_betas, project_codes
+from locdiff.core.diffusion import (
+    DEFAULT_PROJECTION, PROJECTIONS, SAMPLERS, Diffusion, Schedule, cosine_betas, linear_betas, log_snr, logsnr_times, project_codes,
+    sampling_times,
+)
 from locdiff.core.geo import great_circle_km
 from locdiff.core.sampling import PredictSettings
 
@@ -52,7 +55,7 @@ def _codes(latlon: torch.Tensor, degree: int) -> torch.Tensor:
 
 
 @settings(max_examples=30, deadline=None)
-@given(lat=lats, lon=lons, degree=st.integers(1, 20), kind=st.sampled_from(["none", "norm", "degree"]))
+@given(lat=lats, lon=lons, degree=st.integers(1, 20), kind=st.sampled_from(["none", "clip", "norm", "degree"]))
 def test_valid_codes_are_fixed_points(lat: float, lon: float, degree: int, kind: str) -> None:
     x = _codes(torch.tensor([[lat, lon]], dtype=torch.float64), degree)
     torch.testing.assert_close(project_codes(x, kind), x, atol=1e-5, rtol=1e-5)
@@ -73,6 +76,20 @@ def test_degree_projection_gives_every_block_its_code_norm(seed: int, degree: in
     for l in range(1, degree + 1):
         cos = torch.nn.functional.cosine_similarity(out[:, l * l : (l + 1) ** 2], x[:, l * l : (l + 1) ** 2], dim=1)
         torch.testing.assert_close(cos, torch.ones(5, dtype=torch.float64))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), degree=st.integers(1, 15), sites=st.integers(1, 5))
+def test_clip_leaves_every_mixture_of_codes_alone(seed: int, degree: int, sites: int) -> None:
+    """What an exact denoiser predicts (a convex mix of codes) is a fixed point of clip; longer blocks shrink to a code's."""
+    g = torch.Generator().manual_seed(seed)
+    pts = torch.stack([torch.rand(sites, generator=g) * 180 - 90, torch.rand(sites, generator=g) * 360 - 180], 1).double()
+    w = torch.rand(3, sites, generator=g, dtype=torch.float64)
+    mix = (w / w.sum(1, keepdim=True)) @ _codes(pts, degree)
+    torch.testing.assert_close(project_codes(mix, "clip"), mix)
+    assert not torch.allclose(project_codes(mix, "degree"), mix) or sites == 1  # degree inflates mixtures
+    one = _codes(pts[:1], degree)
+    torch.testing.assert_close(project_codes(one * 5 + torch.tensor([7.0] + [0.0] * (one.shape[1] - 1), dtype=one.dtype), "clip"), one)
 
 
 def test_norm_projection_rescales_to_code_length() -> None:
@@ -97,12 +114,12 @@ def test_snap_lands_on_the_code_of_the_grid_point_nearest_the_peak(lat: float, l
 
 
 def test_projection_errors_are_specific() -> None:
-    with pytest.raises(ValueError, match="unknown x0 projection 'clip'"):
-        project_codes(torch.zeros(1, 16), "clip")
+    with pytest.raises(ValueError, match="unknown x0 projection 'clamp'"):
+        project_codes(torch.zeros(1, 16), "clamp")
     with pytest.raises(ValueError, match=r"\(L\+1\)\^2 entries; got 15"):
         project_codes(torch.zeros(1, 15), "degree")
     with pytest.raises(ValueError):
-        Diffusion(Schedule.make("cosine", 10), projection="clip")
+        Diffusion(Schedule.make("cosine", 10), projection="clamp")
 
 
 def test_predict_settings_accepts_exactly_the_projections() -> None:
@@ -110,7 +127,7 @@ def test_predict_settings_accepts_exactly_the_projections() -> None:
     for kind in PROJECTIONS:
         assert PredictSettings(projection=kind).projection == kind
     with pytest.raises(ValueError):
-        PredictSettings(projection="clip")
+        PredictSettings(projection="clamp")
 
 
 class Oracle(torch.nn.Module):
@@ -124,7 +141,7 @@ class Oracle(torch.nn.Module):
         return shdd.encode(cond, self.degree).to(x.dtype) * SCALE * self.gain
 
 
-@pytest.mark.parametrize("sampler,steps", [("ddim", 20), ("ddim", 1), ("ddpm", 50)])
+@pytest.mark.parametrize("sampler,steps", [("ddim", 20), ("ddim", 1), ("ddpm", 50), ("dpmpp2m", 10), ("dpmpp2m-sde", 10), ("dpmpp2m", 2)])
 @pytest.mark.parametrize("projection", PROJECTIONS)
 def test_a_perfect_denoiser_is_sampled_back_exactly(sampler: str, steps: int, projection: str) -> None:
     degree = 11
@@ -143,11 +160,34 @@ def test_projection_removes_the_drift_an_overconfident_denoiser_causes() -> None
     base = Diffusion(Schedule.make("cosine", 50), projection="none")
     kw = dict(dim=(degree + 1) ** 2, sampler="ddpm", generator=torch.Generator().manual_seed(1))
     raw = base.sample(Oracle(degree, gain=10.0), truth, **kw)
-    fixed = attrs.evolve(base, projection="degree").sample(Oracle(degree, gain=10.0), truth,
-                                                           **(kw | {"generator": torch.Generator().manual_seed(1)}))
     code_norm = (degree + 1) / SCALE
     assert float(raw.norm(dim=1).min()) > 5 * code_norm
-    torch.testing.assert_close(fixed.norm(dim=1), torch.full((8,), code_norm), rtol=1e-4, atol=1e-4)
+    for kind in ("degree", "clip"):
+        fixed = attrs.evolve(base, projection=kind).sample(Oracle(degree, gain=10.0), truth,
+                                                           **(kw | {"generator": torch.Generator().manual_seed(1)}))
+        torch.testing.assert_close(fixed.norm(dim=1), torch.full((8,), code_norm), rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(total=st.integers(2, 150), count=st.integers(1, 160), kind=st.sampled_from(["cosine", "linear"]))
+def test_logsnr_times_are_distinct_descending_and_span_the_chain(total: int, count: int, kind: str) -> None:
+    sched = Schedule.make(kind, total)
+    times = logsnr_times(sched, count)
+    assert len(times) == max(2, min(count, total)) and times[0] == total - 1 and times[-1] == 0
+    assert all(a > b for a, b in zip(times, times[1:]))
+    lam = log_snr(sched)
+    assert bool((lam[1:] < lam[:-1]).all())
+
+
+def test_logsnr_spacing_spends_calls_at_high_noise() -> None:
+    """Cosine, 100 steps: λ moves fastest near t = 99, where modes are decided; DDIM's even grid has 2 steps above 90."""
+    sched = Schedule.make("cosine", 100)
+    assert logsnr_times(sched, 15) == [99, 98, 97, 96, 94, 90, 81, 65, 43, 24, 12, 5, 2, 1, 0]
+    assert sum(t >= 90 for t in sampling_times(sched, "ddim", 20)) == 2
+    assert sampling_times(sched, "ddpm", None) == list(range(99, -1, -1))
+    assert len(sampling_times(sched, "dpmpp2m", None)) == 20 and sampling_times(sched, "dpmpp2m-sde", 100) == list(range(99, -1, -1))
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        sampling_times(sched, "euler", 10)
 
 
 def test_ddim_with_eta_zero_is_deterministic_and_ddpm_is_not() -> None:
@@ -160,14 +200,16 @@ def test_ddim_with_eta_zero_is_deterministic_and_ddpm_is_not() -> None:
 
     diff = Diffusion(Schedule.make("cosine", 30))
     cond = torch.zeros(16, 3)
-    one = diff.sample(Blurry(), cond, dim=36, sampler="ddim", generator=torch.Generator().manual_seed(3))
-    two = diff.sample(Blurry(), cond, dim=36, sampler="ddim", generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(one, two)
-    ends = decode(diff.sample(Blurry(), cond, dim=36, sampler="ddpm", generator=torch.Generator().manual_seed(4)))
-    # both places are reached by some chains: the sampler draws, it does not average
-    near_a = great_circle_km(ends.double(), torch.tensor([[0.0, 0.0]]).double()) < 500
-    near_b = great_circle_km(ends.double(), torch.tensor([[0.0, 90.0]]).double()) < 500
-    assert bool((near_a | near_b).all()) and bool(near_a.any()) and bool(near_b.any())
+    for sampler in ("ddim", "dpmpp2m"):
+        one = diff.sample(Blurry(), cond, dim=36, sampler=sampler, generator=torch.Generator().manual_seed(3))
+        two = diff.sample(Blurry(), cond, dim=36, sampler=sampler, noise=lambda shape: torch.randn(shape, generator=torch.Generator().manual_seed(3)))
+        torch.testing.assert_close(one, two)  # only the start noise matters
+    for sampler in ("ddpm", "dpmpp2m-sde"):
+        ends = decode(diff.sample(Blurry(), cond, dim=36, sampler=sampler, generator=torch.Generator().manual_seed(4)))
+        # both places are reached by some chains: the sampler draws, it does not average
+        near_a = great_circle_km(ends.double(), torch.tensor([[0.0, 0.0]]).double()) < 500
+        near_b = great_circle_km(ends.double(), torch.tensor([[0.0, 90.0]]).double()) < 500
+        assert bool((near_a | near_b).all()) and bool(near_a.any()) and bool(near_b.any())
 
 
 def test_unknown_sampler() -> None:
