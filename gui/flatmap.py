@@ -119,7 +119,7 @@ class FlatMapView(pg.GraphicsLayoutWidget):
         self.refined = pg.ScatterPlotItem(size=12, symbol="d", pen=pg.mkPen((0, 0, 0), width=1.5),
                                           brush=pg.mkBrush(*COLOR_REFINED), name="hybrid refinement")
         self.point = pg.ScatterPlotItem(size=18, symbol="+", pen=pg.mkPen((0, 0, 0), width=1.2),
-                                        brush=pg.mkBrush(*COLOR_POINT), name="predicted point")
+                                        brush=pg.mkBrush(*COLOR_POINT), name="point estimate")
         for z, item in enumerate((self.samples, self.modes, self.refined, self.truth, self.point), start=4):
             item.setZValue(z)
             p.addItem(item)
@@ -167,7 +167,7 @@ class FlatMapView(pg.GraphicsLayoutWidget):
         self.colorbar.setLevels((lo, hi))
         axis = self.colorbar.axis
         axis.setTicks([heat.ticks(float(np.max(density)), scale)])
-        axis.setLabel(heat.legend_title(scale).replace("\n", " "))
+        axis.setLabel(heat.legend_label(scale))
 
     def set_contours(self, contours: dict[float, np.ndarray]) -> None:
         for level, item in self.contours.items():

@@ -152,3 +152,9 @@ def legend_title(scale: str = "linear") -> str:
     return (f"brighter = more likely here{note}\n"
             f"probability per area, in 1/sr\n"
             f"(1 sr = {KM2_PER_SR / 1e6:.1f} million km\u00b2)")
+
+
+def legend_label(scale: str = "linear") -> str:
+    """The same in one short line (the flat map's colour-bar axis)."""
+    note = "" if scale == "linear" else f" ({scale} scale)"
+    return f"brighter = more likely{note} \u00b7 1/sr, 1 sr = {KM2_PER_SR / 1e6:.1f} M km\u00b2"

@@ -10,6 +10,8 @@ from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from locdiff.core.diffusion import PROJECTIONS, SAMPLERS
+from locdiff.core.reduction import REDUCERS
 from locdiff.core.sampling import PredictSettings
 
 from gui.viewdata import ViewPrediction
@@ -21,6 +23,10 @@ SCALES = {"square root": "sqrt", "linear": "linear", "log (3 decades)": "log"}
 def fmt_latlon(lat: float, lon: float) -> str:
     return f"{abs(lat):.3f}\u00b0{'N' if lat >= 0 else 'S'}, {abs(lon):.3f}\u00b0{'E' if lon >= 0 else 'W'}"
 
+
+def _default_first(choices: tuple[str, ...], default: str) -> list[str]:
+    """A choice list from its one source (core), the default on top."""
+    return [default] + [c for c in choices if c != default]
 
 class ResultPanel(QtWidgets.QWidget):
     """The prediction on display, and the list of this session's predictions (click to show)."""
@@ -83,7 +89,12 @@ class ResultPanel(QtWidgets.QWidget):
 
     def add_session_item(self, vp: ViewPrediction) -> None:
         err = f"  \u2022  {vp.error_km:,.0f} km off" if vp.error_km is not None else ""
-        it = QtWidgets.QListWidgetItem(f"{vp.name}  \u2192  {vp.place or fmt_latlon(*vp.point)}{err}")
+        if vp.modes:  # as the banner and the map's label "1": the most probable mode
+            m = vp.modes[0]
+            where = f"1. {m.place or fmt_latlon(m.lat, m.lon)} ({100 * m.mass:.0f} %)"
+        else:
+            where = vp.place or fmt_latlon(*vp.point)
+        it = QtWidgets.QListWidgetItem(f"{vp.name}  \u2192  {where}{err}")
         it.setToolTip(vp.item)
         self.session.addItem(it)
 
@@ -165,17 +176,17 @@ class SettingsPanel(QtWidgets.QWidget):
         self.samples.setValue(d.samples)
         self.samples.setToolTip("K: number of diffusion samples per input")
         self.sampler = QtWidgets.QComboBox()
-        self.sampler.addItems(["ddim", "ddpm"])
+        self.sampler.addItems(_default_first(SAMPLERS, d.sampler))
         self.sampler.setCurrentText(d.sampler)
         self.steps = QtWidgets.QSpinBox()
         self.steps.setRange(1, 1000)
         self.steps.setValue(d.steps)
         self.sampler.currentTextChanged.connect(self._sampler_changed)
         self.reducer = QtWidgets.QComboBox()
-        self.reducer.addItems(["mode", "medoid", "centre"])
+        self.reducer.addItems(_default_first(REDUCERS, d.reducer))
         self.reducer.setCurrentText(d.reducer)
         self.projection = QtWidgets.QComboBox()
-        self.projection.addItems(["snap", "degree", "norm", "none"])
+        self.projection.addItems(_default_first(PROJECTIONS, d.projection))
         self.projection.setCurrentText(d.projection)
         self.projection.setToolTip("what happens to each step's x0 prediction while sampling: 'snap' re-encodes its peak "
                                    "(default, most accurate), 'degree' restores the code norms, 'none' is plain DDPM/DDIM")
