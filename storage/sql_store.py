@@ -251,6 +251,21 @@ def _check_sqlite_file(path: Path) -> None:
         raise StoreError(f"experiment database {where}: cannot read it ({exc.strerror or exc}); pass another --store") from None
     if head and head != _SQLITE_MAGIC:
         raise StoreError(f"experiment database {where}: not an SQLite database; move the file away, or pass another --store")
+    if not head:
+        return
+    try:  # read-only look first: a damaged or foreign file is refused before anything (even WAL mode) is written
+        probe = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            probe.close()
+    except sqlite3.Error as exc:
+        raise store_error(where, exc) from None
+    ours = set(TABLE_NAMES) | {"alembic_version", "sqlite_sequence"}
+    if tables and not tables & ours:
+        shown = ", ".join(sorted(tables)[:5])
+        raise StoreError(f"experiment database {where} already holds other tables ({shown}); "
+                         "it is not a LocDiff store: pass another --store")
 
 
 def _alembic_config(connection: Any):
