@@ -1,4 +1,4 @@
-"""The ``RunFolder`` port on disk: ``<run_dir>/config.json`` and ``run.json``, each written atomically."""
+"""The ``RunFolder`` port on disk: ``<run_dir>/config.json`` and ``run.json``, each written atomically, and ``.lock``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.atomic import atomic_open
+from adapters.run_lock import run_lock
 
 
 def _write(path: Path, data: Mapping[str, Any]) -> None:
@@ -34,6 +35,10 @@ class JsonRunFolder:
     def create(self, run_dir: Path, config: Mapping[str, Any], run: Mapping[str, Any]) -> None:
         _write(Path(run_dir) / "config.json", config)
         _write(Path(run_dir) / "run.json", run)
+
+    def lock(self, run_dir: Path):
+        """One trainer per run folder (an ``flock`` the kernel drops when the process ends)."""
+        return run_lock(run_dir)
 
 
 def find_run_id(path: Path) -> int | None:

@@ -147,10 +147,10 @@ KM2_PER_SR = 6371.0088**2
 
 
 def legend_title(scale: str = "linear") -> str:
-    """The heat legend's title in plain words, then the unit (lines separated by newlines)."""
-    note = "" if scale == "linear" else f", {scale} colour scale"
+    """The heat legend's title in plain words, then the unit (short lines separated by newlines)."""
+    note = "" if scale == "linear" else f"\n({scale} colour scale)"
     return (f"brighter = more likely here{note}\n"
-            f"probability per area, in 1/sr\n"
+            f"probability per area, 1/sr\n"
             f"(1 sr = {KM2_PER_SR / 1e6:.1f} million km\u00b2)")
 
 

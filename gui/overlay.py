@@ -186,7 +186,7 @@ def _draw_legend(painter: QtGui.QPainter, rect: QtCore.QRectF, legend: dict) -> 
     bar_w, bar_h = 16.0, 150.0
     pad = 10.0
     lines = str(legend.get("title", "")).split("\n")
-    box_w = max(220.0, max(fm.horizontalAdvance(t) for t in lines) + 2 * pad)
+    box_w = max(200.0, max(fm.horizontalAdvance(t) for t in lines) + 2 * pad)
     box_h = pad * 3 + len(lines) * fm.height() + bar_h + len(rows) * (fm.height() + 4)
     box = QtCore.QRectF(rect.left() + 12, rect.bottom() - box_h - 12, box_w, box_h)
     painter.setPen(QtCore.Qt.PenStyle.NoPen)

@@ -25,6 +25,9 @@ from locdiff.core.sampling import SamplingSettings
 
 
 def _positive_tuple(instance, attribute, value):
+EMBEDDERS = ("minilm", "clip")  # what the container can build for data.embedder
+
+
     if not value or len(value) > 32 or any((not isinstance(x, int)) or not 1 <= x <= 65_536 for x in value):
         raise ValueError(f"{attribute.name} must be a list of 1 to 32 integers in [1, 65536], got {value!r}")
 
@@ -78,7 +81,7 @@ class DataConfig:
     test_fraction: float = attrs.field(default=0.1, converter=float, validator=[v.gt(0.0), v.lt(0.5)])
     holdout_groups: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     holdout_lat_band: tuple[float, float] | None = attrs.field(default=None, converter=attrs.converters.optional(tuple))
-    embedder: str = attrs.field(default="minilm", validator=v.in_(("minilm", "clip")))
+    embedder: str = attrs.field(default="minilm", validator=v.in_(EMBEDDERS))
     clip_model: str = "ViT-L-14"
     clip_pretrained: str = "openai"
 

@@ -247,8 +247,12 @@ class MemoryProbe(Protocol):
 
 @runtime_checkable
 class RunFolder(Protocol):
-    """A training run's folder: ``config.json`` and ``run.json`` (run id, store URL), written atomically."""
+    """A training run's folder: ``config.json`` and ``run.json`` (run id, store URL), written atomically, and its lock."""
 
     def read(self, run_dir: Path) -> Mapping[str, Any] | None: ...  # run.json, or None if this is no run folder
 
     def create(self, run_dir: Path, config: Mapping[str, Any], run: Mapping[str, Any]) -> None: ...
+
+    def lock(self, run_dir: Path) -> contextlib.AbstractContextManager[Any]:
+        """Held while one process trains the run; a second trainer gets a ``ValueError`` at once."""
+        ...

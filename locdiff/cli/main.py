@@ -11,13 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-from locdiff.config import RunConfig, apply_overrides
+from locdiff.config import EMBEDDERS, RunConfig, apply_overrides
 from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS
 from locdiff.core.metrics import format_table, random_guess_accuracy
 from locdiff.core.reduction import REDUCERS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "default.toml"
-EMBEDDERS = ("minilm", "clip")
 
 
 # --------------------------------------------------------------------------- helpers

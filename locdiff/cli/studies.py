@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from locdiff.config import RunConfig, apply_overrides
+from locdiff.config import EMBEDDERS, RunConfig, apply_overrides
 from locdiff.container import benchmark_formats
 from locdiff.core.diffusion import PROJECTIONS
 
@@ -230,7 +230,7 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-data", help="compare: evaluate on this dataset (all its items) instead of the test split")
     p.add_argument("--eval-format", choices=formats, help="the benchmark layout of --eval-data")
     p.add_argument("--eval-image-root", help="folder of --eval-data's images")
-    p.add_argument("--embedder", choices=["minilm", "clip"])
+    p.add_argument("--embedder", choices=EMBEDDERS)
     p.add_argument("--seed", type=int)
     p.add_argument("--retrain", action="store_true",
                    help="train every model afresh (default: reuse a finished study model with the same training config)")

@@ -1,9 +1,9 @@
 """Use case: a training run's whole lifecycle, around the loop of :mod:`locdiff.services.training`.
 
-Open a run (experiment store + ``<workdir>/run-NNNN/{config,run}.json``) or reopen one to resume
-from its last checkpoint; train with Ctrl-C / SIGTERM stopping at a step boundary with a checkpoint
-(twice: at once); evaluate on test and hold-out; finish the run as ``finished``, ``interrupted`` or
-``failed``. Under ``torchrun`` every rank runs this: rank 0 records, embeds first and evaluates;
+Open a run (experiment store + ``<workdir>/run-NNNN/{config,run}.json``, the folder locked: one
+trainer per run) or reopen one to resume from its last checkpoint; train with Ctrl-C / SIGTERM
+stopping at a step boundary with a checkpoint (twice: at once); evaluate on test and hold-out;
+finish the run as ``finished``, ``interrupted`` or ``failed``. Under ``torchrun`` every rank runs this: rank 0 records, embeds first and evaluates;
 a failure on any rank stops every rank (:class:`PeerFailed` on the others).
 """
 
@@ -161,14 +161,19 @@ def _make_bundle(config: RunConfig, data: PreparedData, ports: TrainingPorts, re
     return created, None
 
 
-def _open_run(config: RunConfig, store: ExperimentStore, ports: TrainingPorts, resume: Resume | None) -> tuple[int, Path]:
+def _open_run(config: RunConfig, store: ExperimentStore, ports: TrainingPorts, resume: Resume | None,
+              held: contextlib.ExitStack) -> tuple[int, Path]:
+    """Record the run (or reopen it) and hold its folder's lock (``held``) until the run ends."""
     if resume is not None:
-        if store.get_run(resume.run_id).status != "running":
-            store.reopen_run(resume.run_id)  # interrupted or failed before: running again
+        held.enter_context(ports.run_folder.lock(resume.run_dir))  # before anything changes: one trainer per run
+        record = store.get_run(resume.run_id)
+        if record.status != "running" or record.stale:
+            store.reopen_run(resume.run_id)  # interrupted, failed or killed before: running again, by this process
         return resume.run_id, resume.run_dir
     run_id = store.start_run(config.name, config.to_dict(), ports.code_version)
     run_dir = Path(config.workdir) / f"run-{run_id:04d}"
     ports.run_folder.create(run_dir, config.to_dict(), {"run_id": run_id, "store": config.store_url})
+    held.enter_context(ports.run_folder.lock(run_dir))
     return run_id, run_dir
 
 
@@ -189,6 +194,7 @@ def run_training(config: RunConfig, ports: TrainingPorts, *, resume: Resume | No
     rank, world = ports.distributed(compute.device) or (0, 1)
     ranks = _Ranks(rank, world, compute.device)
     tell: Say = (say or (lambda m: None)) if ranks.lead else (lambda m: None)
+    held = contextlib.ExitStack()
     try:
         store = ranks.together(ports.store, ranks.lead)
         embedder, source = ports.embedder(), ports.dataset()
@@ -204,7 +210,7 @@ def run_training(config: RunConfig, ports: TrainingPorts, *, resume: Resume | No
         sizes = {k: int(v.numel()) for k, v in data.splits.items()}
         tell(f"data: {data.name}, {len(data.ids)} samples {sizes}, embedder {data.embedder_id} ({time.perf_counter() - t0:.0f} s)")
         bundle, state = ranks.together(lambda: _make_bundle(config, data, ports, resume, world))
-        run_id, run_dir = ranks.together(lambda: _open_run(config, store, ports, resume), ranks.lead) or (None, None)
+        run_id, run_dir = ranks.together(lambda: _open_run(config, store, ports, resume, held), ranks.lead) or (None, None)
         run_id, shared_dir = ranks.share([run_id, None if run_dir is None else str(run_dir)])
         run_dir = Path(shared_dir)
         tell(f"resuming run {run_id} from {resume.checkpoint} (step {state[1]['step']})" if resume is not None else f"run {run_id}: {run_dir}")
@@ -221,6 +227,7 @@ def run_training(config: RunConfig, ports: TrainingPorts, *, resume: Resume | No
         store.finish_run(run_id, "finished")
         return attrs.evolve(outcome, evaluations=evaluations, seconds=time.perf_counter() - t0)
     finally:
+        held.close()
         if world > 1:
             import torch.distributed as dist
 

@@ -81,10 +81,13 @@ def test_heat_layer_is_drawn_at_the_predicted_point(globe):
     img = to_array(globe.grabFramebuffer())[..., :3].astype(int)
     h, w, _ = img.shape
     centre = img[h // 2 - 3: h // 2 + 4, w // 2 - 3: w // 2 + 4].reshape(-1, 3).mean(0)
-    assert centre[0] > 180 and centre[0] > centre[2] + 60, centre  # hot (orange/yellow)
     globe.heat.setVisible(False)
     settle()
     plain = to_array(globe.grabFramebuffer())[..., :3].astype(int)
+    base = plain[h // 2 - 3: h // 2 + 4, w // 2 - 3: w // 2 + 4].reshape(-1, 3).mean(0)
+    # hot (orange/yellow) over the point, yet translucent (alpha <= 0.6): the Earth still shows through
+    assert centre[0] > base[0] + 60 and centre[0] > centre[2] + 30, (centre, base)
+    assert centre[0] < 0.6 * 255 + 0.4 * base[0] + 8  # not opaque
     assert np.abs(plain - img).sum(-1).max() > 100
     globe.heat.setVisible(True)
 
@@ -146,3 +149,19 @@ def test_window_uses_the_globe_and_saves_it(qtbot, gl_ok, tmp_path):
     assert win.view_name() == "flat"
     win.set_view("globe")
     assert win.view_name() == "globe"
+
+
+def test_globe_labels_do_not_overlap_each_other_the_markers_or_the_edge(globe):
+    from gui.labels import intersects
+
+    vp = prediction()
+    globe.show_prediction(vp)
+    globe.zoom_to(2.4)
+    settle()
+    globe.grabFramebuffer()  # paints the overlay
+    rects = globe.overlay.label_rects
+    assert len(rects) >= 2  # "true" and at least mode 1
+    w, h = globe.width(), globe.height()
+    for i, a in enumerate(rects):
+        assert 0 <= a[0] and a[2] <= w and 0 <= a[1] and a[3] <= h
+        assert not any(intersects(a, b) for b in rects[i + 1:])

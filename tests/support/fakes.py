@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -149,6 +150,7 @@ class FakeStore:
 class FakeRunFolder:
     def __init__(self) -> None:
         self.folders: dict[Path, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self.locked: set[Path] = set()
 
     def read(self, run_dir: Path) -> dict[str, Any] | None:
         entry = self.folders.get(Path(run_dir))
@@ -156,5 +158,15 @@ class FakeRunFolder:
 
     def create(self, run_dir: Path, config: Mapping[str, Any], run: Mapping[str, Any]) -> None:
         self.folders[Path(run_dir)] = (dict(config), dict(run))
+
+    @contextlib.contextmanager
+    def lock(self, run_dir: Path):
+        if Path(run_dir) in self.locked:
+            raise ValueError(f"{run_dir}: this run is being trained by another process")
+        self.locked.add(Path(run_dir))
+        try:
+            yield Path(run_dir) / ".lock"
+        finally:
+            self.locked.discard(Path(run_dir))
 
 
