@@ -24,10 +24,10 @@ from locdiff.core.reduction import REDUCERS
 from locdiff.core.sampling import SamplingSettings
 
 
-def _positive_tuple(instance, attribute, value):
 EMBEDDERS = ("minilm", "clip")  # what the container can build for data.embedder
 
 
+def _positive_tuple(instance, attribute, value):
     if not value or len(value) > 32 or any((not isinstance(x, int)) or not 1 <= x <= 65_536 for x in value):
         raise ValueError(f"{attribute.name} must be a list of 1 to 32 integers in [1, 65536], got {value!r}")
 
