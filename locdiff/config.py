@@ -43,6 +43,7 @@ class ModelConfig:
     time_dim: int = attrs.field(default=200, validator=[v.instance_of(int), v.ge(2), v.le(65_536)])
     dropout: float = attrs.field(default=0.3, converter=float, validator=[v.ge(0.0), v.lt(1.0)])
     siren_w0: float = attrs.field(default=1.0, converter=float, validator=v.gt(0.0))
+    fix_l0: bool = attrs.field(default=False, validator=v.instance_of(bool))  # output head: l = 0 held at a code's constant
 
 
 @attrs.frozen
@@ -50,6 +51,7 @@ class DiffusionConfig:
     steps: int = attrs.field(default=100, validator=[v.instance_of(int), v.ge(2), v.le(100_000)])
     schedule: str = attrs.field(default="cosine", validator=v.in_(SCHEDULES))
     loss: str = attrs.field(default="kl", validator=v.in_(LOSSES))
+    l2_weight: float = attrs.field(default=1.0, converter=float, validator=v.ge(0.0))  # "kl+l2": weight of the L2 term
     anchors_per_batch: int = attrs.field(default=2048, validator=[v.instance_of(int), v.ge(16)])
 
 
@@ -94,6 +96,7 @@ class EvalConfig:
     reducer: str = attrs.field(default="mode", validator=v.in_(REDUCERS))
     projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=v.in_(PROJECTIONS))  # x0 between sampling steps
     max_items: int | None = None
+    scores: bool = attrs.field(default=True, validator=v.instance_of(bool))  # proper scores and the one-step row
 
     def sampling(self, seed: int | None = 0) -> SamplingSettings:
         """This section's sampling choices as the one :class:`SamplingSettings` value (the TOML keeps its flat keys)."""

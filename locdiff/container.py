@@ -199,6 +199,18 @@ def run_id_of(path: Path) -> int | None:
     return find_run_id(Path(path))
 
 
+def run_location(path: Path) -> tuple[str, str | None] | None:
+    """(workdir, store URL) of the run folder holding ``path``: the store is the one its ``run.json`` names,
+    else ``<workdir>/locdiff.sqlite`` beside the run folders (the convention ``train`` uses). None outside a run."""
+    folder = _run_folder()
+    for p in (Path(path), *Path(path).parents):
+        data = folder.read(p)
+        if data is not None:
+            store = data.get("store")
+            return str(p.resolve().parent), store if isinstance(store, str) and store else None
+    return None
+
+
 def launch_config(config: RunConfig) -> RunConfig:
     """Under torchrun each process drives the GPU of its LOCAL_RANK (``auto`` already does)."""
     import attrs

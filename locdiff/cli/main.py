@@ -126,9 +126,16 @@ def cmd_eval(args) -> int:
             rows.update({f"{sampler}-{steps} {r}": m for r, m in ev.by_reducer.items()})
         else:
             rows[f"LocDiffusion {sampler}-{steps} ({args.reducer})"] = ev.metrics
+        if ev.one_step is not None:
+            rows.setdefault(f"one-step x0 ({args.reducer})", ev.one_step)  # the chain must beat it (issue #10)
     rows["random guess"] = _random_row()
     n = data.splits[args.split].numel()
     _print_table(f"{data.name} / {args.split} ({int(n if args.max_items is None else min(args.max_items, n))} items), {args.samples} samples:", rows)
+    if any("nll" in m for m in rows.values()):
+        from locdiff.core.scores import format_scores_table
+
+        print("\nproper scores (mean [95 % bootstrap interval over places]; coverage raw, uncalibrated):")
+        print(format_scores_table(rows))
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0

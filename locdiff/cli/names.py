@@ -38,8 +38,18 @@ def cmd_names(args) -> int:
     from locdiff.services.data import prepare
     from locdiff.services.name_benchmark import NameBenchmarkSettings, format_per_name, format_summary, run_name_benchmark
 
+    if args.from_results:  # re-render the tables of a finished run
+        from locdiff.services.name_benchmark import NameBenchmarkResult
+
+        result = NameBenchmarkResult.from_dict(json.loads(Path(args.from_results).read_text(encoding="utf-8")))
+        print(format_summary(result))
+        if args.per_name:
+            print("\n\n".join(f"### per name, {truth} truth\n\n{format_per_name(result, truth)}" for truth in ("uniform", "population")))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.run:
+        raise ValueError("names: give a run folder (or --from-results names.json)")
     bundle, ckpt = load_model(Path(args.run), torch.device("cpu"))
     data = bundle.config.to_dict()
     data["store_url"] = None
@@ -76,7 +86,8 @@ def cmd_names(args) -> int:
 def register(subparsers) -> None:
     """Add ``names`` to the ``python -m locdiff.cli`` sub-commands."""
     p = subparsers.add_parser("names", help="name-only benchmark: bare place names vs every place carrying them")
-    p.add_argument("run", help="run folder or checkpoint folder of the LocDiffusion model")
+    p.add_argument("run", nargs="?", help="run folder or checkpoint folder of the LocDiffusion model")
+    p.add_argument("--from-results", metavar="JSON", help="print the tables of a finished run's names.json (no model needed)")
     p.add_argument("--names", help="a name list CSV (query,kind[,places]; default: the packaged locdiff/data/names.csv)")
     p.add_argument("--samples", type=int, default=64, help="K diffusion samples per name (default 64)")
     p.add_argument("--seed", type=int, default=0)

@@ -17,7 +17,7 @@ import torch
 from locdiff.core import shdd
 from locdiff.core.decoding import grid_argmax
 
-LOSSES = ("kl", "l1", "l2", "cosine")
+LOSSES = ("kl", "kl+l2", "l1", "l2", "cosine")  # "kl": the paper's eq. 16; "kl+l2": KL + l2_weight · L2 (README: objective)
 SCHEDULES = ("cosine", "linear")
 SAMPLERS = ("ddpm", "ddim", "dpmpp2m", "dpmpp2m-sde")  # every sampler Diffusion.sample knows (one list: CLI, configs, the app)
 PROJECTIONS = ("none", "clip", "norm", "degree", "snap")
@@ -197,8 +197,13 @@ class Diffusion:
         degree: int,
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        l2_weight: float = 1.0,
     ) -> torch.Tensor:
         """One DDPM training loss: sample t and ε, predict x_0, compare with the truth (mean over the batch).
+
+        ``kl+l2`` adds ``l2_weight`` × the mean squared latent error to the KL: both are minimised by
+        ``E[x_0 | x_t]``, but the KL alone is nearly flat in a code's scale and blind to its ``l = 0``
+        entry, which the L2 term pins (README: objective).
 
         ``t`` [B] and ``noise`` [B, (degree+1)^2] may be given (drawn by the caller, e.g. for the
         global batch of distributed training and sliced per rank); otherwise they are drawn from
@@ -219,8 +224,9 @@ class Diffusion:
             raise ValueError(f"noise must have shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
         t, noise = t.to(x0.device), noise.to(device=x0.device, dtype=x0.dtype)
         pred = model(self.q_sample(x0, t, noise), t, cond)
-        if kind == "kl":
-            return shdd.kl(pred / self.data_scale, target_latlon, anchors).mean()
+        if kind in ("kl", "kl+l2"):
+            kl = shdd.kl(pred / self.data_scale, target_latlon, anchors).mean()
+            return kl if kind == "kl" else kl + l2_weight * (pred - x0).square().mean()
         if kind == "l1":
             return (pred - x0).abs().mean()
         if kind == "l2":

@@ -113,3 +113,49 @@ def proper_scores(
     if samples_latlon is not None:
         out["energy_km"] = energy_score(samples_latlon, truth_latlon)
     return out
+
+
+SCORE_KEYS = ("nll", "energy_km", "coverage@50", "coverage@90", "coverage@95")
+
+
+def bootstrap_interval(values: torch.Tensor, *, draws: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-item ``values`` [N] (resampling items, i.e. places)."""
+    v = values.double().reshape(-1)
+    if v.numel() == 0:
+        raise ValueError("bootstrap_interval needs at least one value")
+    g = torch.Generator().manual_seed(seed)
+    means = v[torch.randint(0, v.numel(), (draws, v.numel()), generator=g)].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return float(lo), float(hi)
+
+
+def summarize_scores(per_item: dict[str, torch.Tensor], *, intervals: bool = True) -> dict[str, float]:
+    """Means of :func:`proper_scores` (coverage in %), with 95 % bootstrap intervals ``<key>_lo`` / ``<key>_hi``."""
+    out: dict[str, float] = {}
+    for key, v in per_item.items():
+        name, scale = (key.replace("covered", "coverage"), 100.0) if key.startswith("covered@") else (key, 1.0)
+        out[name] = scale * float(v.double().mean())
+        if intervals:
+            lo, hi = bootstrap_interval(v)
+            out[f"{name}_lo"], out[f"{name}_hi"] = scale * lo, scale * hi
+    return out
+
+
+def format_scores_table(rows: dict[str, dict[str, float]]) -> str:
+    """Markdown table of the proper scores of each row that has them (95 % intervals where present)."""
+    head = ["method", "NLL (nats)", "energy score (km)", "raw cover 50 %", "90 %", "95 %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in rows.items():
+        if "nll" not in m and "energy_km" not in m:
+            continue
+        cells = []
+        for key, fmt in zip(SCORE_KEYS, ("{:.3f}", "{:.0f}", "{:.1f}", "{:.1f}", "{:.1f}")):
+            if key not in m:
+                cells.append("—")
+                continue
+            cell = fmt.format(m[key])
+            if f"{key}_lo" in m:
+                cell += f" [{fmt.format(m[key + '_lo'])}, {fmt.format(m[key + '_hi'])}]"
+            cells.append(cell)
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)

@@ -47,6 +47,7 @@ from locdiff.services.sampling import input_seed, per_input_noise, sample_coeffi
 
 METHODS = ("LocDiffusion", "kNN (vMF mixture)", "grid classifier", "uniform map")
 METRICS = ("tv", "recall", "nll", "cov50", "cov90")
+SUMMARY = ("tv", "recall", "nll", "nll_median", "cov50", "cov90")  # columns of the overall table
 LEVELS = (0.5, 0.9)
 
 
@@ -89,6 +90,7 @@ class NameBenchmarkResult:
         for method in METHODS:
             vals = [self.rows[(q, truth, method)] for q in queries]
             out[method] = {m: _nanmean([v[m] for v in vals]) for m in METRICS} | {"names": float(len(queries))}
+            out[method]["nll_median"] = float(torch.quantile(torch.tensor([v["nll"] for v in vals], dtype=torch.float64), 0.5)) if vals else math.nan
         return out
 
     def paired_interval(self, kind: str, truth: str, metric: str, method: str, reference: str = "LocDiffusion",
@@ -104,6 +106,17 @@ class NameBenchmarkResult:
         means = d[torch.randint(0, d.numel(), (max(resamples, 1), d.numel()), generator=g)].mean(1)
         lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
         return float(d.mean()), lo, hi
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NameBenchmarkResult":
+        """The result :meth:`to_dict` wrote (tables can be re-rendered without recomputing)."""
+        keys = ("query", "truth", "method")
+        return cls(
+            names=list(data["names"]), radius_km=float(data["radius_km"]), model=str(data["model"]),
+            knn=KNNDensity(**data["knn"]), grid_cells=int(data["grid_cells"]), settings=dict(data["settings"]),
+            rows={tuple(r[k] for k in keys): {m: float(r[m]) for m in METRICS} for r in data["rows"]},
+            masses={tuple(r[k] for k in keys): list(r["site_masses_then_elsewhere"]) for r in data.get("masses", [])},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -232,7 +245,8 @@ def run_name_benchmark(
 
 
 # --------------------------------------------------------------------------- formatting
-_HEAD = {"tv": "TV ↓", "recall": "recall ↑", "nll": "NLL ↓", "cov50": "cov 50", "cov90": "cov 90"}
+_HEAD = {"tv": "TV ↓", "recall": "recall ↑", "nll": "NLL ↓ (mean)", "nll_median": "NLL (median)", "cov50": "cov 50",
+         "cov90": "cov 90"}
 
 
 def format_summary(result: NameBenchmarkResult) -> str:
@@ -247,10 +261,10 @@ def format_summary(result: NameBenchmarkResult) -> str:
             if not n:
                 continue
             out.append(f"**{kind} names ({n}), {truth} truth**\n")
-            out.append("| method | " + " | ".join(_HEAD[m] for m in METRICS) + " |")
-            out.append("|---|" + "---|" * len(METRICS))
+            out.append("| method | " + " | ".join(_HEAD[m] for m in SUMMARY) + " |")
+            out.append("|---|" + "---|" * len(SUMMARY))
             for method, vals in summ.items():
-                out.append(f"| {method} | " + " | ".join(_fmt(m, vals[m]) for m in METRICS) + " |")
+                out.append(f"| {method} | " + " | ".join(_fmt(m, vals[m]) for m in SUMMARY) + " |")
             out.append("")
             if kind == "ambiguous":
                 parts = []

@@ -140,6 +140,7 @@ def batch_loss(
         cond,
         drawn["anchors"].to(device),
         kind=cfg.diffusion.loss,
+        l2_weight=cfg.diffusion.l2_weight,
         degree=cfg.model.degree,
         t=drawn["t"][rows],
         noise=drawn["noise"][rows].to(cond.dtype),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -16,8 +17,8 @@ from locdiff.core.results import DensityGrid
 from locdiff.core.splits import split_by_hash
 from locdiff.ports import NamedPlaces
 from locdiff.services.data import PreparedData
-from locdiff.services.name_benchmark import METHODS, NameBenchmarkSettings, format_per_name, format_summary, \
-    run_name_benchmark, score_map
+from locdiff.services.name_benchmark import METHODS, NameBenchmarkResult, NameBenchmarkSettings, format_per_name, \
+    format_summary, run_name_benchmark, score_map
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -88,5 +89,9 @@ def test_workflow_on_a_tiny_model():
     text = format_summary(result)
     assert "ambiguous names (1), uniform truth" in text and "paired 95 % bootstrap" in text
     assert "| single | control | 1 | 1 |" in format_per_name(result, "uniform")
+    summary = result.summary("ambiguous", "uniform")["uniform map"]
+    assert summary["nll_median"] == pytest.approx(math.log(4 * math.pi)) and summary["names"] == 1
+    again = NameBenchmarkResult.from_dict(json.loads(json.dumps(result.to_dict(), default=float)))
+    assert again.rows == result.rows and format_summary(again) == text
     with pytest.raises(ValueError, match="one embedding per query"):
         run_name_benchmark(bundle, queries, cond[:1], data, settings, device=torch.device("cpu"))

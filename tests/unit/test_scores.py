@@ -168,3 +168,15 @@ def test_bad_inputs_are_one_line_errors():
         scores.energy_score(torch.zeros(2, 2), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="credible levels"):
         scores.hpd_coverage(torch.zeros(1, 1, 4), torch.zeros(1, 2), (0.5, 1.0))
+
+
+def test_summaries_have_bootstrap_intervals_around_the_mean():
+    gen = torch.Generator().manual_seed(2)
+    per_item = {"nll": torch.randn(400, generator=gen, dtype=torch.float64) + 3.0, "covered@50": (torch.arange(400) % 2).double()}
+    out = scores.summarize_scores(per_item)
+    assert out["nll_lo"] < out["nll"] < out["nll_hi"] and out["nll_hi"] - out["nll_lo"] == pytest.approx(2 * 1.96 / 20, rel=0.25)
+    assert out["coverage@50"] == pytest.approx(50.0) and out["coverage@50_lo"] < 50.0 < out["coverage@50_hi"]
+    table = scores.format_scores_table({"model": out, "accuracy only": {"acc@1km": 1.0}})
+    assert "| model | " in table and "accuracy only" not in table and "[" in table
+    with pytest.raises(ValueError, match="at least one"):
+        scores.bootstrap_interval(torch.zeros(0))

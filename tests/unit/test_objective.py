@@ -1,0 +1,74 @@
+"""The training objectives (issue #10): KL, KL + L2, and the output head that fixes l = 0."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from locdiff.core import anchors as anchor_sets
+from locdiff.core import shdd
+from locdiff.core.diffusion import LOSSES, Diffusion, Schedule
+from locdiff.core.network import CSUNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+SCALE = math.sqrt(4 * math.pi)
+
+
+def test_head_fixes_l0_and_leaves_the_rest_trainable():
+    torch.manual_seed(0)
+    net = CSUNet(16, 8, (32, 16), 8, 0.0, l0=1.0)
+    free = CSUNet(16, 8, (32, 16), 8, 0.0)
+    free.load_state_dict(net.state_dict())  # the head has no weights: checkpoints are interchangeable
+    x, t, c = torch.randn(5, 16), torch.randint(0, 10, (5,)), torch.randn(5, 8)
+    out = net(x, t, c)
+    assert torch.equal(out[:, 0], torch.ones(5))
+    assert torch.allclose(out[:, 1:], free(x, t, c)[:, 1:])
+    out[:, 1:].square().sum().backward()
+    assert net.out.weight.grad is not None and float(net.out.weight.grad[1:].abs().sum()) > 0
+
+
+@torch.no_grad()
+def test_kl_plus_l2_is_the_kl_plus_weighted_mean_squared_error():
+    assert "kl+l2" in LOSSES
+    torch.manual_seed(1)
+    diff = Diffusion(Schedule.make("cosine", 50))
+    net = CSUNet(16, 4, (32, 16), 8, 0.0)
+    target = torch.tensor([[10.0, 20.0], [-40.0, 100.0], [60.0, -70.0]])
+    cond, a = torch.randn(3, 4), anchor_sets.fibonacci(512).float()
+    t, noise = torch.tensor([3, 20, 45]), torch.randn(3, 16)
+    kw = dict(degree=3, t=t, noise=noise)
+    kl = diff.loss(net, target, cond, a, kind="kl", **kw)
+    l2 = diff.loss(net, target, cond, a, kind="l2", **kw)
+    both = diff.loss(net, target, cond, a, kind="kl+l2", l2_weight=0.25, **kw)
+    assert float(both) == pytest.approx(float(kl) + 0.25 * float(l2), rel=1e-5)
+    assert float(diff.loss(net, target, cond, a, kind="kl+l2", l2_weight=0.0, **kw)) == pytest.approx(float(kl), rel=1e-6)
+
+
+def _expected_losses(pred: torch.Tensor, sites: torch.Tensor, weights: torch.Tensor, anchors: torch.Tensor, degree: int):
+    """E_j[KL(q_pred || p_j)] and E_j[mean (pred − c_j)²] over targets j ~ weights (pred in latent units)."""
+    codes = shdd.encode(sites, degree).double() * SCALE
+    kls = shdd.kl((pred / SCALE).expand(len(sites), -1).contiguous(), sites, anchors)
+    l2 = (pred - codes).square().mean(-1)
+    return float((weights * kls).sum()), float((weights * l2).sum())
+
+
+def test_posterior_mean_minimises_both_terms_but_the_kl_cannot_see_l0_or_pin_the_scale():
+    """Why the paper's KL needed a projection: at the posterior mean ē its expectation is flat along l = 0
+    and shallow in scale; the L2 term is minimised at the same ē and pins both."""
+    degree = 7
+    sites = torch.tensor([[48.0, 2.0], [41.0, 12.0], [52.0, 13.0]], dtype=torch.float64)
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    anchors = anchor_sets.fibonacci(4000)
+    mean = (weights[:, None] * shdd.encode(sites, degree).double() * SCALE).sum(0, keepdim=True)
+    kl0, l20 = _expected_losses(mean, sites, weights, anchors, degree)
+    shifted = mean.clone()
+    shifted[0, 0] += 3.0
+    for other in (0.7 * mean, 1.4 * mean, shifted):
+        kl, l2 = _expected_losses(other, sites, weights, anchors, degree)
+        assert kl >= kl0 - 1e-9 and l2 > l20
+    kl_shift, l2_shift = _expected_losses(shifted, sites, weights, anchors, degree)
+    assert kl_shift == pytest.approx(kl0, abs=1e-9)  # blind to l = 0
+    assert l2_shift - l20 == pytest.approx(9.0 / mean.shape[1], rel=1e-6)  # pinned by L2
