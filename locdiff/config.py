@@ -6,6 +6,7 @@ betas (0.9, 0.99), weight decay 5e-4, batch 512, 2048 fresh random anchors per b
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -95,7 +96,7 @@ class EvalConfig:
     sampler_steps: int = attrs.field(default=20, validator=[v.instance_of(int), v.ge(1)])
     reducer: str = attrs.field(default="mode", validator=v.in_(REDUCERS))
     projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=v.in_(PROJECTIONS))  # x0 between sampling steps
-    max_items: int | None = None
+    max_items: int | None = attrs.field(default=None, validator=v.optional([v.instance_of(int), v.ge(1)]))
     scores: bool = attrs.field(default=True, validator=v.instance_of(bool))  # proper scores and the one-step row
 
     def sampling(self, seed: int | None = 0) -> SamplingSettings:
@@ -125,23 +126,35 @@ class RunConfig:
         return structure(cls, data, where=where)
 
     @classmethod
-    def load(cls, path: Path | str, overrides: Mapping[str, Any] | None = None) -> "RunConfig":
-        """Read a TOML file, apply ``{"section.field": value}`` overrides, validate."""
+    def load(cls, path: Path | str, overrides: Mapping[str, Any] | None = None,
+             flags: Mapping[str, str] | None = None) -> "RunConfig":
+        """Read a TOML file, apply ``{"section.field": value}`` overrides, validate.
+
+        A bad value from an override is blamed on the override, not on the file: on the flag that
+        ``flags`` maps its ``section.field`` to (e.g. ``{"model.degree": "--degree"}``), else "override".
+        """
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ValueError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"config file {path} cannot be read ({exc})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
-        return cls.from_dict(apply_overrides(data, overrides or {}), where=str(path))
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        try:
+            return cls.from_dict(apply_overrides(data, given), where=str(path))
+        except ConfigError as exc:
+            if exc.field not in given:
+                raise
+            flag = (flags or {}).get(exc.field)
+            raise ValueError(f"{flag or 'override'} ({exc.field}): {exc.detail}") from None
 
 
 _SECTIONS = {"model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig, "data": DataConfig, "eval": EvalConfig}
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge dotted overrides (``{"train.steps": 100}``) into a nested config mapping."""
 # --------------------------------------------------------------------------- strict structuring
 def _strict_converter():
     """A cattrs converter that never coerces: no bool for an int, no string for a bool, no string for a list.
@@ -246,6 +259,14 @@ def _problem(exc: BaseException, path: str = "") -> tuple[str, BaseException]:
     return path, exc
 
 
+class ConfigError(ValueError):
+    """A setting of the wrong type or out of range: ``where`` (file), ``field`` (``section.name``), ``detail``."""
+
+    def __init__(self, where: str, field: str, detail: str) -> None:
+        self.where, self.field, self.detail = where, field, detail
+        super().__init__(f"{where}: {field + ': ' if field else ''}{detail}")
+
+
 def _resolve(cls: type) -> None:
     """Turn the string annotations of ``cls`` and its nested attrs classes into types (once)."""
     import typing
@@ -277,9 +298,14 @@ def structure(cls: type, data: Any, *, where: str = "config") -> Any:
         field, leaf = _problem(exc)
         message = str(leaf).strip() or type(leaf).__name__
         message = message.splitlines()[0][:300]
-        raise ValueError(f"{where}: {field + ': ' if field else ''}{message}") from None
+        named = re.match(r"'(\w+)' must ", message)  # an attrs validator names its field: "'degree' must be >= 1: 0"
+        if named and field and "." not in field:
+            field = f"{field}.{named.group(1)}"
+        raise ConfigError(where, field, message) from None
 
 
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge dotted overrides (``{"train.steps": 100}``) into a nested config mapping."""
     out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
     for dotted, value in overrides.items():
         if value is None:

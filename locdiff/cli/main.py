@@ -37,7 +37,16 @@ def _config_from_args(args) -> RunConfig:
         "data.clip_pretrained": flag("clip_pretrained"), "data.holdout_groups": holdout.split(",") if holdout else None,
         "eval.max_items": flag("eval_items"), "device": flag("device"), "workdir": flag("workdir"), "store_url": flag("store"),
     }
-    return RunConfig.load(Path(args.config) if flag("config") else DEFAULT_CONFIG, overrides)
+    return RunConfig.load(Path(args.config) if flag("config") else DEFAULT_CONFIG, overrides, _FLAG_OF)
+
+
+# which flag sets which setting: a bad value is blamed on the flag, not on the config file
+_FLAG_OF = {
+    "model.degree": "--degree", "train.steps": "--steps", "train.batch_size": "--batch-size", "train.seed": "--seed",
+    "diffusion.loss": "--loss", "data.places_limit": "--places", "data.source": "--data", "data.embedder": "--embedder",
+    "data.clip_pretrained": "--clip-pretrained", "data.holdout_groups": "--holdout-groups", "eval.max_items": "--eval-items",
+    "device": "--device", "workdir": "--workdir", "store_url": "--store",
+}
 
 
 def _print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
@@ -108,6 +117,13 @@ def cmd_eval(args) -> int:
     config = bundle.config
     if args.data:
         config = RunConfig.from_dict(apply_overrides(config.to_dict(), {"data.source": args.data}))
+    elif config.data.source != "places":  # a checkpoint never chooses the files read
+        raise ValueError(f"{ckpt} was trained on {config.data.source!r}; give --data CSV to choose the data to evaluate on")
+    from locdiff.container import run_location
+
+    where = run_location(Path(args.run))  # the store beside the run folders (or its run.json's), from any directory
+    if where is not None:
+        config = RunConfig.from_dict(apply_overrides(config.to_dict(), {"workdir": where[0], "store_url": where[1]}))
     container = build_container(config)
     compute, store = container.compute(), container.store()
     bundle.net.to(compute.device)
@@ -223,7 +239,10 @@ def cmd_runs(args) -> int:
     for r in runs:
         keys = [k for k in sorted(r.metrics) if k.endswith(("acc@750km", "median_km", "loss_ema"))]
         shown = ", ".join(f"{k}={r.metrics[k]:.3g}" for k in keys[:6])
-        print(f"run {r.run_id:4d}  {r.status:11s} {r.created_at:%Y-%m-%d %H:%M}  {r.code_version:14s} L={r.config['model']['degree']}  {shown}")
+        model = r.config.get("model") if isinstance(r.config, dict) else None
+        degree = model.get("degree", "-") if isinstance(model, dict) else "-"  # a study run stores no model config
+        status = "stale" if getattr(r, "stale", False) else r.status  # running, but its process is gone: resume it
+        print(f"run {r.run_id:4d}  {status:11s} {r.created_at:%Y-%m-%d %H:%M}  {r.code_version:14s} L={degree}  {shown}")
     return 0
 
 
@@ -262,7 +281,7 @@ def _where_flags(p: argparse.ArgumentParser, *, config: bool = True) -> None:
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--places", type=int, help="number of places (most populous first)")
+    p.add_argument("--places", type=_count, help="number of places (most populous first)")
     p.add_argument("--all-places", action="store_true", help="every place the package ships")
     p.add_argument("--data", help="a CSV (lat,lon,image|text) instead of the places")
     p.add_argument("--embedder", choices=EMBEDDERS)
@@ -276,11 +295,11 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--loss", choices=LOSSES)
     p.add_argument("--holdout-groups", help="comma-separated groups (country codes) held out entirely")
-    p.add_argument("--eval-items", type=int, help="evaluate on at most this many items")
+    p.add_argument("--eval-items", type=_count, help="evaluate on at most this many items")
 
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--samples", type=_count, default=16)
     p.add_argument("--reducer", default="mode", choices=REDUCERS)
     p.add_argument("--projection", default=DEFAULT_PROJECTION, choices=PROJECTIONS,
                    help="what happens to each step's x0 prediction while sampling (see README)")
@@ -310,7 +329,7 @@ def _add_eval(sub) -> None:
                    help="one table: this run vs kNN (k=1, weighted k), grid classification and regression (as `compare RUN`)")
     p.add_argument("--hybrid", action="store_true", help="also evaluate LocDiff-H (GeoCLIP retrieval near the samples)")
     p.add_argument("--hybrid-radius", type=float, default=200.0, help="retrieval radius around the samples (km)")
-    p.add_argument("--max-items", type=int)
+    p.add_argument("--max-items", type=_count)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -321,9 +340,9 @@ def _add_predict(sub) -> None:
     p.add_argument("images", nargs="*")
     p.add_argument("--text", action="append", help="a text / place query (repeatable)")
     p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    p.add_argument("--sampler-steps", type=int, default=20)
+    p.add_argument("--sampler-steps", type=_count, default=20)
     _sampling_flags(p)
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=_count, default=5)
     p.add_argument("--hybrid", action="store_true", help="refine with GeoCLIP retrieval within 200 km of the samples")
     p.add_argument("--device", default="auto")
     p.add_argument("--workdir", default="runs")
@@ -361,11 +380,37 @@ def _add_gui(sub) -> None:
     p.set_defaults(func=cmd_gui)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Options may come anywhere among a command's positional arguments (``predict RUN --top 1 img.jpg``)."""
+
+    _mixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._mixing or any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number >= 1 (``--max-items -5`` is refused, naming the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from locdiff.cli import names as cli_names
     from locdiff.cli import studies as cli_studies
 
-    parser = argparse.ArgumentParser(prog="python -m locdiff.cli", description=__doc__)
+    parser = _Parser(prog="python -m locdiff.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_eval, _add_predict, _add_tools):
         add(sub)

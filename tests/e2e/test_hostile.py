@@ -630,3 +630,95 @@ def test_sql_injection_in_names_is_stored_verbatim(tmp_path, row):
         run_id = store.start_run(name, {}, "v")
         assert store.get_run(run_id).experiment == name and len(store.list_runs()) == 1
     r.held("stored verbatim (bound parameters)")
+
+
+# --------------------------------------------------------------------------- 5, 16, 17, 18, 20: the command line
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """A tiny run trained through the CLI on a text CSV (8 steps), with the fake embedder injected."""
+    from dependency_injector import providers
+
+    import locdiff.container as container_module
+
+    root = tmp_path_factory.mktemp("clirun")
+    real = container_module.build_container
+
+    def build(config):
+        container = real(config)
+        container.embedder.override(providers.Object(Letters()))
+        return container
+
+    container_module.build_container = build
+    (root / "tiny.toml").write_text(
+        'name = "tiny"\ndevice = "cpu"\n[model]\ndegree = 3\nwidths = [16, 8]\ntime_dim = 8\ndropout = 0.0\n'
+        "[diffusion]\nsteps = 10\nanchors_per_batch = 64\n[train]\nbatch_size = 8\nsteps = 4\ncheckpoint_every = 2\n"
+        "[eval]\nsamples = 2\nsampler_steps = 2\n")
+    data = root / "sites.csv"
+    data.write_text("id,lat,lon,text\n" + "".join(f"s{i},{-60 + 3 * i},{-170 + 8.5 * i},site {i}\n" for i in range(40)))
+    try:
+        assert cli.main(["train", "--config", str(root / "tiny.toml"), "--data", str(data), "--workdir", str(root / "runs"),
+                         "--no-eval"]) == 0
+        yield root
+    finally:
+        container_module.build_container = real
+
+
+def test_eval_max_items_must_be_positive(cli_run, capsys, row):
+    r = row("5", "`eval RUN --max-items -5`")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["eval", str(cli_run / "runs" / "run-0001"), "--max-items", "-5"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "argument --max-items: expected a whole number >= 1, got -5" in err
+    with pytest.raises(ValueError, match="'max_items' must be >= 1"):
+        RunConfig.from_dict({"eval": {"max_items": -5}})
+    r.held("exit 2: `argument --max-items: expected a whole number >= 1, got -5` (and eval.max_items >= 1 in configs)")
+
+
+def test_options_anywhere(cli_run, capsys, row):
+    r = row("16", "`predict RUN --top 1 img.jpg` (an option before the images)")
+    from locdiff.cli.main import build_parser
+
+    args = build_parser().parse_args(["predict", "RUN", "--top", "1", "a.jpg", "--samples", "2", "b.jpg"])
+    assert args.run == "RUN" and args.images == ["a.jpg", "b.jpg"] and args.top == 1 and args.samples == 2
+    r.held("parsed: images `a.jpg b.jpg`, `--top 1`")
+
+
+def test_flag_errors_name_the_flag(tmp_path, capsys, monkeypatch, row):
+    r = row("17", "`train --degree -1`")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "train", "--degree", "-1", "--no-eval")
+    line = one_error_line(err)
+    assert code == 2 and line == "error: --degree (model.degree): 'degree' must be >= 1: -1" and "default.toml" not in line
+    r.held(f"exit 2: `{line}`")
+
+
+def test_eval_from_another_directory_finds_the_runs_store(cli_run, capsys, monkeypatch, tmp_path, row):
+    r = row("18", "`eval runs/run-0001 …` from another working directory")
+    monkeypatch.chdir(tmp_path)
+    run = cli_run / "runs" / "run-0001"
+    code, out, err = run_cli(capsys, "eval", str(run), "--data", str(cli_run / "sites.csv"), "--max-items", "2",
+                             "--samples", "2", "--sampler", "ddim:2")
+    assert code == 0, err
+    assert not (tmp_path / "runs").exists()  # no store made in the working directory
+    with sqlite3.connect(cli_run / "runs" / "locdiff.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM evaluations WHERE run_id = 1").fetchone()[0] > 0
+    r.held("stored in the store beside the run folders (`<workdir>/locdiff.sqlite`); nothing created in the cwd")
+
+
+def test_eval_does_not_read_the_data_a_checkpoint_names(cli_run, capsys, row):
+    r = row("11", "`eval RUN` of a model whose checkpoint names its CSV (`data.source`)")
+    code, _, err = run_cli(capsys, "eval", str(cli_run / "runs" / "run-0001"), "--max-items", "2")
+    line = one_error_line(err)
+    assert code == 2 and "give --data CSV" in line
+    r.held("exit 2 until `--data` names the file: the user chooses what is read")
+
+
+def test_runs_lists_study_runs(cli_run, capsys, row):
+    r = row("20", "`runs` after a run without a model config (what `eval --compare` stores)")
+    with SqlExperimentStore(sqlite_url(cli_run / "runs" / "locdiff.sqlite")) as store:
+        store.start_run("compare", {"study": "compare", "samples": 2}, "v")
+    code, out, err = run_cli(capsys, "runs", "--workdir", str(cli_run / "runs"))
+    assert code == 0 and "Traceback" not in err, err
+    lines = [ln for ln in out.splitlines() if ln.startswith("run ")]
+    assert len(lines) == 2 and "L=-" in lines[1] and "L=3" in lines[0]
+    r.held("every run listed, `L=-` where none is stored")
