@@ -11,51 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from locdiff.config import EMBEDDERS, RunConfig, apply_overrides
-from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS
-from locdiff.core.metrics import format_table, random_guess_accuracy
-from locdiff.core.reduction import REDUCERS
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "default.toml"
-
-
-# --------------------------------------------------------------------------- helpers
-def _progress(**kwargs):
-    from tqdm import tqdm
-
-    return tqdm(mininterval=1.0, dynamic_ncols=True, file=sys.stderr, **kwargs)
-
-
-def _config_from_args(args) -> RunConfig:
-    """``--config`` (or the defaults) plus whichever of this command's flags were given."""
-    flag = lambda name: getattr(args, name, None)  # noqa: E731 - commands declare only their own flags
-    holdout = flag("holdout_groups")
-    overrides = {
-        "model.degree": flag("degree"), "train.steps": flag("steps"), "train.batch_size": flag("batch_size"),
-        "train.seed": flag("seed"), "diffusion.loss": flag("loss"), "data.places_limit": flag("places"),
-        "data.all_places": True if flag("all_places") else None, "data.source": flag("data"), "data.embedder": flag("embedder"),
-        "data.clip_pretrained": flag("clip_pretrained"), "data.holdout_groups": holdout.split(",") if holdout else None,
-        "eval.max_items": flag("eval_items"), "device": flag("device"), "workdir": flag("workdir"), "store_url": flag("store"),
-    }
-    return RunConfig.load(Path(args.config) if flag("config") else DEFAULT_CONFIG, overrides, _FLAG_OF)
-
-
-# which flag sets which setting: a bad value is blamed on the flag, not on the config file
-_FLAG_OF = {
-    "model.degree": "--degree", "train.steps": "--steps", "train.batch_size": "--batch-size", "train.seed": "--seed",
-    "diffusion.loss": "--loss", "data.places_limit": "--places", "data.source": "--data", "data.embedder": "--embedder",
-    "data.clip_pretrained": "--clip-pretrained", "data.holdout_groups": "--holdout-groups", "eval.max_items": "--eval-items",
-    "device": "--device", "workdir": "--workdir", "store_url": "--store",
-}
-
-
-def _print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
-    print(f"\n{title}")
-    print(format_table(rows))
-
-
-def _random_row() -> dict[str, float]:
-    return random_guess_accuracy() | {"median_km": float("nan"), "geoscore": float("nan")}
+from locdiff.cli import flags
+from locdiff.config import RunConfig, apply_overrides
+from locdiff.core.diffusion import SAMPLERS
 
 
 # --------------------------------------------------------------------------- train
@@ -64,10 +22,10 @@ def cmd_train(args) -> int:
     from locdiff.services.training_run import PeerFailed, run_training
 
     resume = read_resume(Path(args.resume), args.steps) if args.resume else None
-    config = resume.config if resume is not None else _config_from_args(args)
+    config = resume.config if resume is not None else flags.config_from_args(args)
     try:
         outcome = run_training(config, training_ports(config), resume=resume, evaluate_after=not args.no_eval,
-                               say=print, progress=_progress)
+                               say=print, progress=flags.progress)
     except PeerFailed:
         return 2
     result = outcome.result
@@ -80,9 +38,9 @@ def cmd_train(args) -> int:
     print(f"trained {result.step} steps in {result.seconds:.0f} s; final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
     if outcome.evaluations:
         rows = {f"LocDiffusion ({split}, {config.eval.reducer})": ev.metrics for split, ev in outcome.evaluations.items()}
-        rows["random guess"] = _random_row()
+        rows["random guess"] = flags.random_row()
         e = config.eval
-        _print_table(f"Held-out accuracy (%), run {outcome.run_id}, {e.samples} samples, {e.sampler} {e.sampler_steps} steps:", rows)
+        flags.print_table(f"Held-out accuracy (%), run {outcome.run_id}, {e.samples} samples, {e.sampler} {e.sampler_steps} steps:", rows)
     print(f"\ntotal {outcome.seconds:.0f} s")
     return 0
 
@@ -135,7 +93,7 @@ def cmd_eval(args) -> int:
     for sampler, steps in parse_samplers(args.sampler):
         settings = EvalConfig(samples=args.samples, sampler=sampler, sampler_steps=steps, reducer=args.reducer,
                               projection=args.projection, max_items=args.max_items)
-        ev = evaluate(bundle, data, args.split, settings, device=compute.device, seed=args.seed, store=store, run_id=run_id, progress=_progress)
+        ev = evaluate(bundle, data, args.split, settings, device=compute.device, seed=args.seed, store=store, run_id=run_id, progress=flags.progress)
         if args.hybrid:
             rows[f"LocDiff-H {sampler}-{steps} (+GeoCLIP {args.hybrid_radius:g} km)"] = _hybrid_metrics(container, data, args, ev, store, run_id)
         if args.all_reducers:
@@ -144,9 +102,9 @@ def cmd_eval(args) -> int:
             rows[f"LocDiffusion {sampler}-{steps} ({args.reducer})"] = ev.metrics
         if ev.one_step is not None:
             rows.setdefault(f"one-step x0 ({args.reducer})", ev.one_step)  # the chain must beat it (issue #10)
-    rows["random guess"] = _random_row()
+    rows["random guess"] = flags.random_row()
     n = data.splits[args.split].numel()
-    _print_table(f"{data.name} / {args.split} ({int(n if args.max_items is None else min(args.max_items, n))} items), {args.samples} samples:", rows)
+    flags.print_table(f"{data.name} / {args.split} ({int(n if args.max_items is None else min(args.max_items, n))} items), {args.samples} samples:", rows)
     if any("nll" in m for m in rows.values()):
         from locdiff.core.scores import format_scores_table
 
@@ -220,7 +178,7 @@ def cmd_embed(args) -> int:
     from locdiff.container import build_container
     from locdiff.services.data import prepare
 
-    config = _config_from_args(args)
+    config = flags.config_from_args(args)
     container = build_container(config)
     data = prepare(container.dataset(), container.embedder(), config.data)
     print(f"{data.name}: {len(data.ids)} embeddings cached ({data.embedder_id}); {len(data.failures)} failed")
@@ -232,7 +190,7 @@ def cmd_embed(args) -> int:
 def cmd_runs(args) -> int:
     from locdiff.container import build_container
 
-    runs = build_container(_config_from_args(args)).store().list_runs()
+    runs = build_container(flags.config_from_args(args)).store().list_runs()
     if not runs:
         print("no runs yet")
         return 0
@@ -262,7 +220,7 @@ def cmd_gui(args) -> int:
     from gui.app import parse_size, run
     from locdiff.container import build_container, build_prediction_service, gps_reader
 
-    config = _config_from_args(args)
+    config = flags.config_from_args(args)
     store = build_container(config).store()
     factory = partial(build_prediction_service, device=config.device, workdir=config.workdir)
     return run(factory, store, gps_reader(), Path(args.run) if args.run else None, inputs=[Path(p) for p in args.images],
@@ -270,48 +228,12 @@ def cmd_gui(args) -> int:
                size=parse_size(args.size))
 
 
-# --------------------------------------------------------------------------- flag groups
-def _where_flags(p: argparse.ArgumentParser, *, config: bool = True) -> None:
-    """Where things live: the config file, the device, the workdir and the experiment store."""
-    if config:
-        p.add_argument("--config", help="TOML config file (default: locdiff/default.toml)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:1 | mps")
-    p.add_argument("--workdir", help="where runs, the SQLite store and caches live (default: runs)")
-    p.add_argument("--store", help="SQLAlchemy URL of the experiment store")
-
-
-def _data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--places", type=_count, help="number of places (most populous first)")
-    p.add_argument("--all-places", action="store_true", help="every place the package ships")
-    p.add_argument("--data", help="a CSV (lat,lon,image|text) instead of the places")
-    p.add_argument("--embedder", choices=EMBEDDERS)
-    p.add_argument("--clip-pretrained", help="open_clip pretrained tag (online) or a local checkpoint path")
-
-
-def _training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--degree", type=int, help="SHDD degree L")
-    p.add_argument("--steps", type=int, help="training steps")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--loss", choices=LOSSES)
-    p.add_argument("--holdout-groups", help="comma-separated groups (country codes) held out entirely")
-    p.add_argument("--eval-items", type=_count, help="evaluate on at most this many items")
-
-
-def _sampling_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--samples", type=_count, default=16)
-    p.add_argument("--reducer", default="mode", choices=REDUCERS)
-    p.add_argument("--projection", default=DEFAULT_PROJECTION, choices=PROJECTIONS,
-                   help="what happens to each step's x0 prediction while sampling (see README)")
-    p.add_argument("--seed", type=int, default=0)
-
-
 # --------------------------------------------------------------------------- parser
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train (and evaluate) LocDiffusion; defaults to the embedded places")
-    _where_flags(p)
-    _data_flags(p)
-    _training_flags(p)
+    flags.where_flags(p)
+    flags.data_flags(p)
+    flags.training_flags(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--no-eval", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -323,13 +245,13 @@ def _add_eval(sub) -> None:
     p.add_argument("--split", default="test", choices=["test", "val", "holdout", "train"])
     p.add_argument("--data", help="evaluate on another CSV embedded with the model's embedder")
     p.add_argument("--sampler", default="ddim:20", help=f"comma-separated samplers of {SAMPLERS}, e.g. ddpm:100,ddim:20")
-    _sampling_flags(p)
+    flags.sampling_flags(p)
     p.add_argument("--all-reducers", action="store_true", help="one row per reducer")
     p.add_argument("--compare", action="store_true",
                    help="one table: this run vs kNN (k=1, weighted k), grid classification and regression (as `compare RUN`)")
     p.add_argument("--hybrid", action="store_true", help="also evaluate LocDiff-H (GeoCLIP retrieval near the samples)")
     p.add_argument("--hybrid-radius", type=float, default=200.0, help="retrieval radius around the samples (km)")
-    p.add_argument("--max-items", type=_count)
+    p.add_argument("--max-items", type=flags.count)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -340,9 +262,9 @@ def _add_predict(sub) -> None:
     p.add_argument("images", nargs="*")
     p.add_argument("--text", action="append", help="a text / place query (repeatable)")
     p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    p.add_argument("--sampler-steps", type=_count, default=20)
-    _sampling_flags(p)
-    p.add_argument("--top", type=_count, default=5)
+    p.add_argument("--sampler-steps", type=flags.count, default=20)
+    flags.sampling_flags(p)
+    p.add_argument("--top", type=flags.count, default=5)
     p.add_argument("--hybrid", action="store_true", help="refine with GeoCLIP retrieval within 200 km of the samples")
     p.add_argument("--device", default="auto")
     p.add_argument("--workdir", default="runs")
@@ -352,12 +274,12 @@ def _add_predict(sub) -> None:
 
 def _add_tools(sub) -> None:
     p = sub.add_parser("embed", help="precompute and cache the embeddings of a dataset")
-    _where_flags(p)
-    _data_flags(p)
+    flags.where_flags(p)
+    flags.data_flags(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("runs", help="list stored runs and their latest metrics")
-    _where_flags(p)
+    flags.where_flags(p)
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("dataset", help="dataset tools")
@@ -370,7 +292,7 @@ def _add_tools(sub) -> None:
 
 def _add_gui(sub) -> None:
     p = sub.add_parser("gui", help="open the desktop app")
-    _where_flags(p)
+    flags.where_flags(p)
     p.add_argument("--run", "--checkpoint", dest="run", help="run or checkpoint folder to load at start")
     p.add_argument("--text", default=None, help="a place query to answer at start")
     p.add_argument("--view", choices=("globe", "flat"), default=None)
@@ -380,37 +302,11 @@ def _add_gui(sub) -> None:
     p.set_defaults(func=cmd_gui)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Options may come anywhere among a command's positional arguments (``predict RUN --top 1 img.jpg``)."""
-
-    _mixing = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._mixing or any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
-            return super().parse_known_args(args, namespace)
-        self._mixing = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._mixing = False
-
-
-def _count(text: str) -> int:
-    """An argparse type: a whole number >= 1 (``--max-items -5`` is refused, naming the flag)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from locdiff.cli import names as cli_names
     from locdiff.cli import studies as cli_studies
 
-    parser = _Parser(prog="python -m locdiff.cli", description=__doc__)
+    parser = flags.Parser(prog="python -m locdiff.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_eval, _add_predict, _add_tools):
         add(sub)

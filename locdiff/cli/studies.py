@@ -27,11 +27,10 @@ from typing import Any
 
 import torch
 
+from locdiff.cli.flags import DEFAULT_CONFIG
 from locdiff.config import EMBEDDERS, RunConfig, apply_overrides
 from locdiff.container import benchmark_formats
 from locdiff.core.diffusion import PROJECTIONS
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "default.toml"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -153,7 +152,7 @@ def cmd_study(args) -> int:
 def _sampler_study(args) -> int:
     """``study sampler``: samplers × steps × projections against the exact oracle (no data, no model)."""
     from locdiff.core.sampling import parse_samplers
-    from locdiff.services.sampler_study import DEFAULT_PRIOR, SamplerStudySettings, format_table, parse_prior, run_sampler_study
+    from locdiff.services.studies.sampler import DEFAULT_PRIOR, SamplerStudySettings, format_table, parse_prior, run_sampler_study
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -78,7 +78,7 @@ def test_degree_projection_gives_every_block_its_code_norm(seed: int, degree: in
         torch.testing.assert_close(cos, torch.ones(5, dtype=torch.float64))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), degree=st.integers(1, 15), sites=st.integers(1, 5))
 def test_clip_leaves_every_mixture_of_codes_alone(seed: int, degree: int, sites: int) -> None:
     """What an exact denoiser predicts (a convex mix of codes) is a fixed point of clip; longer blocks shrink to a code's."""
@@ -168,7 +168,7 @@ def test_projection_removes_the_drift_an_overconfident_denoiser_causes() -> None
         torch.testing.assert_close(fixed.norm(dim=1), torch.full((8,), code_norm), rtol=1e-4, atol=1e-4)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(total=st.integers(2, 150), count=st.integers(1, 160), kind=st.sampled_from(["cosine", "linear"]))
 def test_logsnr_times_are_distinct_descending_and_span_the_chain(total: int, count: int, kind: str) -> None:
     sched = Schedule.make(kind, total)

@@ -14,7 +14,7 @@ from locdiff.core.decoding import decode
 from locdiff.core.diffusion import Diffusion, Schedule
 from locdiff.core.geo import pairwise_km
 from locdiff.core.oracle import ExactDenoiser, FinitePriors, score_samples
-from locdiff.services.sampler_study import DEFAULT_PRIOR, SamplerStudySettings, format_table, parse_prior, run_sampler_study
+from locdiff.services.studies.sampler import DEFAULT_PRIOR, SamplerStudySettings, format_table, parse_prior, run_sampler_study
 
 SCALE = math.sqrt(4 * math.pi)
 MADRID, SYDNEY, TOKYO = (40.4168, -3.7038), (-33.8688, 151.2093), (35.6762, 139.6503)
@@ -176,3 +176,16 @@ def test_decoded_samples_are_the_sites(one_thread) -> None:
                                                    sampler="dpmpp2m", steps=10, generator=torch.Generator().manual_seed(2))
     s = score_samples(decode(e), prior.latlon[0], prior.weights[0])
     assert s.off_mode == 0.0 and s.spread_km < 5.0 and min(s.frequencies) > 0.35
+
+
+def test_study_settings_and_table(one_thread) -> None:
+    with pytest.raises(ValueError, match="sampler euler:3"):
+        SamplerStudySettings(runs=(("euler", 3),))
+    with pytest.raises(ValueError, match="unknown projection 'snapp'"):
+        SamplerStudySettings(projections=("snapp",))
+    study = SamplerStudySettings(prior=parse_prior("48.85,2.35,3;-22.9,-43.2,1"), runs=(("dpmpp2m", 4),), projections=("none",),
+                                 samples=40, degree=7)
+    rows = run_sampler_study(study)
+    assert len(rows) == 1 and rows[0].calls == 4 and rows[0].steps == 4 and rows[0].score.count == 40
+    table = format_table(rows, study)
+    assert "| dpmpp2m | 4 | 4 | none |" in table and "weights 0.750 / 0.250" in table and "L=7" in table

@@ -11,6 +11,7 @@ One module per study:
 * :mod:`.spatial` — :func:`spatial_study`: whole regions held out of training.
 * :mod:`.degrees` — :func:`degree_study`: L = 15 … 47: accuracy, training time, peak memory (Fig. 4a).
 * :mod:`.calibration` — :func:`calibration_study`: coverage of credible regions, raw and calibrated on validation.
+* :mod:`.sampler` — ``study sampler``: every sampler × steps × x0 projection against the exact oracle (no data, no model).
 
 and what they share: :mod:`.settings` (sizes, the ports a study uses), :mod:`.recording` (a study as a
 run of the ``ExperimentStore``), :mod:`.models` (the model: given, reused or trained), :mod:`.steps`
