@@ -189,3 +189,16 @@ def test_study_settings_and_table(one_thread) -> None:
     assert len(rows) == 1 and rows[0].calls == 4 and rows[0].steps == 4 and rows[0].score.count == 40
     table = format_table(rows, study)
     assert "| dpmpp2m | 4 | 4 | none |" in table and "weights 0.750 / 0.250" in table and "L=7" in table
+
+
+def test_conditional_oracle_through_the_sampler(one_thread) -> None:
+    """A synthetic conditional task: each row's condition picks its own prior, and the chain honours it."""
+    priors = FinitePriors.stack([([MADRID], [1.0]), ([SYDNEY, TOKYO], [0.5, 0.5])])
+    sched = Schedule.make("cosine", 100)
+    index = torch.arange(400) % 2
+    e = Diffusion(sched, projection="none").sample(ExactDenoiser(priors, sched, 7), priors.cond(index, width=8), dim=64,
+                                                   sampler="dpmpp2m", steps=15, generator=torch.Generator().manual_seed(5))
+    pts = decode(e)
+    s0 = score_samples(pts[index == 0], priors.latlon[0, :1], priors.weights[0, :1])
+    s1 = score_samples(pts[index == 1], priors.latlon[1, :2], priors.weights[1, :2])
+    assert s0.frequencies == (1.0,) and s1.off_mode == 0.0 and abs(s1.frequencies[0] - 0.5) < 0.12
