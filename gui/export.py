@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PySide6 import QtWidgets
 
-from gui import viewdata
+from gui import formats
 from gui.viewdata import ViewPrediction
 
 
@@ -28,7 +28,7 @@ class ExportMixin:
         if path is None:
             return None
         try:
-            viewdata.write_heatmap_png(self.current, path, scale=self.settings_panel.display_scale())
+            formats.write_heatmap_png(self.current, path, scale=self.settings_panel.display_scale())
         except Exception as exc:  # noqa: BLE001
             self.messages.add(f"Export failed: {exc}", error=True)
             return None
@@ -67,7 +67,7 @@ class ExportMixin:
 
     def export_geojson(self, path: Path | None = None) -> Path | None:
         """Points, modes, samples and the 50 % / 90 % credible regions as polygons (RFC 7946)."""
-        return self._export("Export GeoJSON", ".geojson", "GeoJSON (*.geojson *.json)", viewdata.write_geojson, path)
+        return self._export("Export GeoJSON", ".geojson", "GeoJSON (*.geojson *.json)", formats.write_geojson, path)
 
     def export_csv(self, path: Path | None = None) -> Path | None:
-        return self._export("Export CSV", ".csv", "CSV (*.csv)", viewdata.write_csv, path)
+        return self._export("Export CSV", ".csv", "CSV (*.csv)", formats.write_csv, path)

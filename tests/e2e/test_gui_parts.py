@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gui import assets, heat, jobs, regions, viewdata
+from gui import assets, formats, heat, jobs, regions, viewdata
 from gui.demo import DemoPredictionService, MemoryHistory, demo_gps_reader, mixture
 from locdiff.ports import ItemFailure
 from locdiff.core.sampling import PredictSettings
@@ -151,13 +151,13 @@ def test_downsampling_conserves_mass():
 
 def test_geojson_and_csv(tmp_path):
     vp = _prediction()
-    gj = viewdata.to_geojson([vp])
+    gj = formats.to_geojson([vp])
     point = next(f for f in gj["features"] if f["properties"]["role"] == "point")
     assert point["geometry"]["coordinates"] == [vp.point[1], vp.point[0]]  # [lon, lat]
     truth = next(f for f in gj["features"] if f["properties"]["role"] == "truth")
     assert truth["geometry"]["coordinates"] == [vp.truth[1], vp.truth[0]]
     path = tmp_path / "p.csv"
-    viewdata.write_csv([vp, vp], path)
+    formats.write_csv([vp, vp], path)
     lines = path.read_text().splitlines()
     assert len(lines) == 3 and lines[0].split(",")[:4] == ["item", "kind", "lat", "lon"]
 

@@ -27,7 +27,8 @@ from gui import regions  # noqa: E402
 from gui.demo import DemoPredictionService  # noqa: E402
 from gui.jobs import TEXT_MODEL  # noqa: E402
 from gui.labels import intersects, place_labels  # noqa: E402
-from gui.viewdata import ModeView, from_prediction, to_geojson, visible_modes  # noqa: E402
+from gui.formats import to_geojson  # noqa: E402
+from gui.viewdata import ModeView, from_prediction, visible_modes  # noqa: E402
 from gui.window import banner_text  # noqa: E402
 from tests.e2e.test_gui import LOCATIONS, drop, make_window, wait_idle  # noqa: E402
 from tests.unit.test_prediction_service import service as real_service  # noqa: E402

@@ -51,7 +51,7 @@ max_items = 4
 CLIP_SETUP = """
 import shutil, sys
 from pathlib import Path
-from adapters.clip_embedder import save_tiny_test_model
+from tests.support.tiny_clip import save_tiny_test_model
 from tests.e2e.conftest import TINY_TOML, _synthetic_photos
 from locdiff.cli import main
 root = Path(sys.argv[1])
@@ -118,3 +118,19 @@ def test_a_photo_through_a_tiny_clip_model_is_answered_and_drawn(clip_run, tmp_p
     assert Path(out["item"]).name == PHOTO.name
     assert out["truth"] is not None  # EXIF GPS of the photo: the true location is known
     assert not out["errors"], out["errors"]
+
+
+def test_the_cli_answers_a_query_draws_it_saves_a_png_and_exits_0(text_run, tmp_path, gl_ok):
+    """``python -m locdiff.cli gui --run RUN --text QUERY --screenshot OUT.png`` with the real model."""
+    root, run_dir = text_run
+    out = tmp_path / "shot.png"
+    r = _run(["-m", "locdiff.cli", "gui", "--run", str(run_dir), "--workdir", str(root / "runs"), "--text",
+              "a mountain village", "--screenshot", str(out), "--size", "900x600"], _env(tmp_path / "cache"), 300)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-3000:]}"
+    assert "1 prediction(s)" in r.stdout  # answered by the real model before the PNG was saved
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert img.shape[1] == 900 and img.shape[0] >= 600  # --size (the window may not go below its minimum height)
+    assert img.std() > 20  # a drawn window, not a blank frame
