@@ -98,6 +98,7 @@ class EvalConfig:
     projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=v.in_(PROJECTIONS))  # x0 between sampling steps
     max_items: int | None = attrs.field(default=None, validator=v.optional([v.instance_of(int), v.ge(1)]))
     scores: bool = attrs.field(default=True, validator=v.instance_of(bool))  # proper scores and the one-step row
+    one_step: bool = attrs.field(default=True, validator=v.instance_of(bool))  # also score the one-step x0 prediction
 
     def sampling(self, seed: int | None = 0) -> SamplingSettings:
         """This section's sampling choices as the one :class:`SamplingSettings` value (the TOML keeps its flat keys)."""

@@ -90,14 +90,12 @@ def evaluate(
     truth = data.latlon[index]
     radius = 2 * default_radius_km(bundle.degree)
     by_reducer = {r: summarize(reduce_samples(samples, r, radius_km=radius), truth) for r in REDUCERS}
+    metrics = scored(coeffs, samples, points, truth) if settings.scores else summarize(points, truth)
     one_step = None
-    if settings.scores:
-        metrics = scored(coeffs, samples, points, truth)
+    if settings.scores and settings.one_step:
         first = one_step_coefficients(bundle, data.cond[index], samples=settings.samples, seed=seed, device=device)
         first_locs = decode(first.reshape(-1, bundle.dim).float()).reshape(first.shape[0], settings.samples, 2).double()
         one_step = scored(first, first_locs, reduce_samples(first_locs, settings.reducer, radius_km=radius), truth)
-    else:
-        metrics = summarize(points, truth)
     if store is not None and run_id is not None:
         tag = f"{data.name}:{split}:{settings.sampler}{settings.sampler_steps}"
         store.add_evaluation(run_id, tag, metrics)
