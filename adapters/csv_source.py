@@ -141,6 +141,8 @@ class CsvSource:
             item = row[col[kind]].strip()
             if not item:
                 row_problems.append(f"{where}: {kind}: empty; expected {'a file path' if kind == 'image' else 'some text'}")
+            elif kind == "image" and "\x00" in item:
+                row_problems.append(f"{where}: image: {item!r} contains a NUL byte; expected a file path")
             elif kind == "image":
                 file = (path.parent / item).absolute()  # an absolute item stays as it is
                 if special_path(file):

@@ -32,6 +32,19 @@ class JsonRunFolder:
             raise ValueError(f"{path}: field 'run_id' must be an integer")
         return data
 
+    def read_config(self, run_dir: Path) -> dict[str, Any] | None:
+        """The run's ``config.json`` as written at its start, or None if absent."""
+        path = Path(run_dir) / "config.json"
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ValueError(f"{path}: not a readable config.json ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        return data
+
     def create(self, run_dir: Path, config: Mapping[str, Any], run: Mapping[str, Any]) -> None:
         _write(Path(run_dir) / "config.json", config)
         _write(Path(run_dir) / "run.json", run)

@@ -67,8 +67,8 @@ class RunRecord:
     config: Mapping[str, Any]
     code_version: str
     metrics: Mapping[str, float]  # latest value of each metric / evaluation figure
-
     stale: bool = False  # "running", but the process that recorded it is gone (killed): resume it
+
 
 @attrs.frozen
 class NamedPlaces:
@@ -172,8 +172,8 @@ class CheckpointStore(Protocol):
 
     def sha256(self, path: Path) -> str: ...
 
-
     def clean(self, directory: Path) -> list[Path]: ...
+
 
 @runtime_checkable
 class ExperimentStore(Protocol):
@@ -185,9 +185,9 @@ class ExperimentStore(Protocol):
 
     def add_checkpoint(self, run_id: int, record: CheckpointRecord) -> None: ...
 
-    def add_evaluation(self, run_id: int, dataset: str, metrics: Mapping[str, float]) -> None: ...
     def forget_missing_checkpoints(self, run_id: int) -> int: ...
 
+    def add_evaluation(self, run_id: int, dataset: str, metrics: Mapping[str, float]) -> None: ...
 
     def add_predictions(self, run_id: int | None, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
@@ -250,6 +250,8 @@ class RunFolder(Protocol):
     """A training run's folder: ``config.json`` and ``run.json`` (run id, store URL), written atomically, and its lock."""
 
     def read(self, run_dir: Path) -> Mapping[str, Any] | None: ...  # run.json, or None if this is no run folder
+
+    def read_config(self, run_dir: Path) -> Mapping[str, Any] | None: ...  # config.json as written at the start
 
     def create(self, run_dir: Path, config: Mapping[str, Any], run: Mapping[str, Any]) -> None: ...
 

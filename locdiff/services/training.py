@@ -176,18 +176,18 @@ def train(
     lead = rank == 0
     opt = make_optimizer(bundle)
     start = 0
-    if resume is not None:
     resumed_ema = None
+    if resume is not None:
         tensors, meta = resume
         load_optimizer(opt, tensors, device)
         start = int(meta["step"])
-    model: torch.nn.Module = bundle.net
         ema = meta.get("loss_ema")  # restored, so a resumed run reports what an uninterrupted one does
         resumed_ema = float(ema) if isinstance(ema, (int, float)) and not isinstance(ema, bool) else None
     if lead:  # leftovers of a save or prune cut short by a kill; the store then matches the disk again
         checkpoints.clean(checkpoint_dir)
         if store is not None and run_id is not None:
             store.forget_missing_checkpoints(run_id)
+    model: torch.nn.Module = bundle.net
     if world > 1:
         import torch.distributed as dist
 
@@ -212,8 +212,8 @@ def train(
                 path=str(path), sha256=checkpoints.sha256(path), degree=bundle.degree, dims=bundle.dim, embedder_id=bundle.embedder_id, step=at
             )
             store.add_checkpoint(run_id, record)
-        return path
             store.forget_missing_checkpoints(run_id)  # the ones the save just pruned
+        return path
 
     bundle.net.train()
     try:

@@ -40,7 +40,7 @@ class Resume:
 
     run_dir: Path
     run_id: int
-    checkpoint: Path
+    checkpoint: Path | None  # None: the run died before its first checkpoint (it restarts from step 0)
     config: RunConfig
 
 
@@ -81,10 +81,14 @@ def read_resume(run_dir: Path, checkpoints: CheckpointStore, run_folder: RunFold
     if meta_run is None:
         raise ValueError(f"{run_dir}: not a run folder (no run.json); --resume takes the folder a run was created in")
     target = checkpoints.latest(run_dir / "checkpoints")
-    if target is None:
-        raise ValueError(f"{run_dir}: no checkpoint to resume from in {run_dir / 'checkpoints'}")
-    tensors, meta = checkpoints.load(target)
-    config = ModelBundle.from_checkpoint(tensors, meta, torch.device("cpu"), where=str(target)).config
+    if target is None:  # killed before its first checkpoint: start again from step 0 with the run's recorded config
+        recorded = run_folder.read_config(run_dir)
+        if recorded is None:
+            raise ValueError(f"{run_dir}: no checkpoint and no config.json to resume from")
+        config = RunConfig.from_dict(recorded, where=str(run_dir / "config.json"))
+    else:
+        tensors, meta = checkpoints.load(target)
+        config = ModelBundle.from_checkpoint(tensors, meta, torch.device("cpu"), where=str(target)).config
     config = attrs.evolve(config, workdir=str(run_dir.parent), store_url=meta_run.get("store"))
     if steps:
         config = RunConfig.from_dict(apply_overrides(config.to_dict(), {"train.steps": steps}))
@@ -148,7 +152,7 @@ def stop_requests(say: Say | None) -> Iterator[list[int]]:
 
 
 def _make_bundle(config: RunConfig, data: PreparedData, ports: TrainingPorts, resume: Resume | None, world: int):
-    if resume is not None:
+    if resume is not None and resume.checkpoint is not None:
         tensors, meta = ports.checkpoints.load(resume.checkpoint)
         loaded = ModelBundle.from_checkpoint(tensors, meta, ports.compute.device, where=str(resume.checkpoint),
                                              expect_embedder=data.embedder_id)
@@ -213,7 +217,8 @@ def run_training(config: RunConfig, ports: TrainingPorts, *, resume: Resume | No
         run_id, run_dir = ranks.together(lambda: _open_run(config, store, ports, resume, held), ranks.lead) or (None, None)
         run_id, shared_dir = ranks.share([run_id, None if run_dir is None else str(run_dir)])
         run_dir = Path(shared_dir)
-        tell(f"resuming run {run_id} from {resume.checkpoint} (step {state[1]['step']})" if resume is not None else f"run {run_id}: {run_dir}")
+        tell(f"resuming run {run_id} from {resume.checkpoint or 'the start (no checkpoint yet)'} (step {state[1]['step'] if state else 0})"
+             if resume is not None else f"run {run_id}: {run_dir}")
         result = _train(bundle, data, ports, store, run_id, run_dir, state, ranks, say if ranks.lead else None, progress)
         outcome = RunOutcome(run_id, run_dir, result, lead=ranks.lead, seconds=time.perf_counter() - t0)
         if not ranks.lead or result.interrupted:

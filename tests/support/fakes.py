@@ -156,6 +156,10 @@ class FakeRunFolder:
         entry = self.folders.get(Path(run_dir))
         return None if entry is None else dict(entry[1])
 
+    def read_config(self, run_dir: Path) -> dict[str, Any] | None:
+        entry = self.folders.get(Path(run_dir))
+        return None if entry is None else dict(entry[0])
+
     def create(self, run_dir: Path, config: Mapping[str, Any], run: Mapping[str, Any]) -> None:
         self.folders[Path(run_dir)] = (dict(config), dict(run))
 
