@@ -37,3 +37,27 @@ def test_one_prediction_service_protocol():
     defined = [p for p in (*GUI, *(ROOT / "locdiff").rglob("*.py"))
                if "class PredictionService(Protocol)" in p.read_text(encoding="utf-8")]
     assert [p.relative_to(ROOT).as_posix() for p in defined] == ["locdiff/ports.py"]
+
+
+def test_the_app_process_keeps_triton_out(tmp_path):
+    """Importing ``gui`` blocks triton (its LLVM would collide with Mesa's llvmpipe); an env var opts out."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import gui, sys\n"
+            "try:\n    import triton\n    print('loaded')\nexcept ImportError:\n    print('blocked')\n")
+    env = {k: v for k, v in os.environ.items() if k != "LOCDIFF_ALLOW_TRITON"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "blocked", out.stderr
+    try:
+        import importlib.util
+
+        has_triton = importlib.util.find_spec("triton") is not None
+    except ValueError:  # this process already imported gui: triton is marked absent here
+        has_triton = True
+    if has_triton:
+        env["LOCDIFF_ALLOW_TRITON"] = "1"
+        code2 = "import gui, sys\nprint(sys.modules.get('triton', 'absent') is None)\n"
+        out = subprocess.run([sys.executable, "-c", code2], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert out.stdout.strip() == "False", out.stderr
