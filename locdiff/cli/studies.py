@@ -58,6 +58,15 @@ def _config(args, model_config: RunConfig | None = None) -> RunConfig:
     if model_config is not None:
         # keep the model's data settings (same places, same splits); use this session's workdir/store/device
         keep = {k: v for k, v in overrides.items() if k in ("device", "workdir", "store_url", "data.source") and v is not None}
+        if model_config.data.source != "places" and "data.source" not in keep:  # a checkpoint never chooses the files read
+            raise ValueError(f"{args.run} was trained on {model_config.data.source!r}; give --data CSV to choose the data")
+        from locdiff.container import run_location
+
+        where = run_location(Path(args.run)) if keep.get("workdir", "runs") == "runs" and "store_url" not in keep else None
+        if where is not None:  # the store beside the run folders (or its run.json's), from any directory
+            keep["workdir"] = where[0]
+            if where[1]:
+                keep["store_url"] = where[1]
         keep.setdefault("workdir", "runs")
         keep.setdefault("store_url", None)
         data = model_config.to_dict()
