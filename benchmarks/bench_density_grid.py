@@ -1,4 +1,4 @@
-"""Benchmark: ``locdiff.core.decoding.density_grid`` on a 360x720 (0.5°) grid at L=47.
+"""Benchmark: ``locdiff.core.density.density_grid`` on a 360x720 (0.5°) grid at L=47.
 
 Baseline (named, same run): *direct evaluation* — ``real_sh`` at all 259,200 cell centres, one
 matmul ``e @ Y.T`` for the logits, then the normalised point-sampled density (mass of a cell =
@@ -33,8 +33,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import locdiff  # noqa: E402
-from locdiff.core import anchors, decoding  # noqa: E402
-from locdiff.core.decoding import density_grid  # noqa: E402
+from locdiff.core import anchors, density  # noqa: E402
+from locdiff.core.density import density_grid  # noqa: E402
 from locdiff.core.harmonics import real_sh  # noqa: E402
 from _timing import status, timed  # noqa: E402
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     real_sh(torch.zeros(8, 2), degree)  # warm the harmonics' tables for the baseline
     rows, ratios = [], []
     for name, e in (("1 vector", single), (f"{args.samples}-sample mixture", mixture)):
-        decoding._separable_tables.cache_clear()
+        density._separable_tables.cache_clear()
         cold_wall, cold_cpu, _ = timed(lambda e=e: density_grid(e, n_lat, n_lon))
         warm_wall, warm_cpu, grid = math.inf, math.inf, None
         base_wall, base_cpu, base = math.inf, math.inf, None

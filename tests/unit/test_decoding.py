@@ -126,19 +126,19 @@ def test_mixture_modes_and_credible_regions():
 
 @pytest.mark.parametrize("degree,gain", [(31, 1.0), (15, 0.3)])  # sharp peaks; broad lobes (all cells hot)
 def test_product_logits_match_direct_harmonics_and_both_integration_paths_agree(monkeypatch, degree, gain):
-    from locdiff.core import decoding
+    from locdiff.core import density
 
     g = torch.Generator().manual_seed(2)
     e = torch.randn(24**2, generator=g, dtype=torch.float64)
     lat = torch.rand(7, generator=g, dtype=torch.float64) * 180 - 90
     lon = torch.rand(5, generator=g, dtype=torch.float64) * 360 - 180
     pts = torch.stack(torch.meshgrid(lat, lon, indexing="ij"), -1).reshape(-1, 2)
-    torch.testing.assert_close(decoding._product_logits(e, lat, lon), (real_sh(pts, 23) @ e).reshape(7, 5), atol=1e-11, rtol=0)
+    torch.testing.assert_close(density._product_logits(e, lat, lon), (real_sh(pts, 23) @ e).reshape(7, 5), atol=1e-11, rtol=0)
     # a mixture of sharp peaks (one across the antimeridian): the separable sub-grid path and the per-point path agree
     codes = gain * locdiff.encode(torch.tensor([[35.0, 139.0], [-10.0, 179.9], [70.0, -20.0]]), degree).double()
     calls = []
-    product = decoding._product_logits
-    monkeypatch.setattr(decoding, "_product_logits", lambda *a: calls.append(1) or product(*a))
+    product = density._product_logits
+    monkeypatch.setattr(density, "_product_logits", lambda *a: calls.append(1) or product(*a))
     fast = density_grid(codes, 90, 180)
     assert len(calls) == 3  # one separable sub-grid per sample
     real_unique = torch.unique
@@ -147,7 +147,7 @@ def test_product_logits_match_direct_harmonics_and_both_integration_paths_agree(
         out = real_unique(x, **kw)
         return (torch.arange(10**4), *out[1:]) if kw.get("return_inverse") else out
 
-    monkeypatch.setattr(decoding.torch, "unique", scattered)
+    monkeypatch.setattr(density.torch, "unique", scattered)
     slow = density_grid(codes, 90, 180)
     assert len(calls) == 3
     torch.testing.assert_close(fast.mass, slow.mass, atol=1e-12, rtol=1e-9)
