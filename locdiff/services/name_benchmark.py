@@ -53,7 +53,7 @@ LEVELS = (0.5, 0.9)
 
 @attrs.frozen
 class NameBenchmarkSettings:
-    """Sizes of the benchmark (defaults: ~10 min on a 2-core CPU with a trained L=15 model)."""
+    """Sizes of the benchmark (defaults: ~23 min for 230 names with one thread on a busy 2-core CPU, L=15 model)."""
 
     samples: int = attrs.field(default=64, validator=attrs.validators.ge(1))  # K diffusion samples per name
     sampler: str = "ddim"
