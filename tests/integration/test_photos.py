@@ -41,8 +41,9 @@ CORRUPT_REASONS = {
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a written CSV; the ``# locdiff: ...`` directive line before the header is skipped."""
     with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        return list(csv.DictReader(line for line in f if not line.startswith("# locdiff:")))
 
 
 def _jpeg_with_gps(path: Path, gps: dict[int, object]) -> Path:
@@ -63,6 +64,8 @@ def test_real_photos_recover_exact_gps(tmp_path: Path) -> None:
     out = tmp_path / "photos.csv"
     scan = photos_to_csv(PHOTOS, out)
     assert scan.rows == 6 and scan.skipped == () and scan.csv_path == out
+    # The photos live outside the CSV's folder, so the file says so before its header.
+    assert out.read_text().splitlines()[0] == "# locdiff: images-outside-folder"
     rows = _read_csv(out)
     assert list(rows[0]) == ["image", "lat", "lon"]
     got = {}
