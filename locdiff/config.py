@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS, SCHEDULES
+from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS, SCHEDULES, WEIGHTINGS
 from locdiff.core.reduction import REDUCERS
 from locdiff.core.sampling import SamplingSettings
 
@@ -53,6 +53,8 @@ class DiffusionConfig:
     schedule: str = attrs.field(default="cosine", validator=v.in_(SCHEDULES))
     loss: str = attrs.field(default="kl", validator=v.in_(LOSSES))
     l2_weight: float = attrs.field(default=1.0, converter=float, validator=v.ge(0.0))  # "kl+l2": weight of the L2 term
+    weighting: str = attrs.field(default="uniform", validator=v.in_(WEIGHTINGS))  # per-timestep loss weight
+    snr_max: float = attrs.field(default=5.0, converter=float, validator=v.ge(1.0))  # "snr-clamp": the cap
     anchors_per_batch: int = attrs.field(default=2048, validator=[v.instance_of(int), v.ge(16)])
 
 

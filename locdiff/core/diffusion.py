@@ -18,6 +18,9 @@ from locdiff.core import shdd
 from locdiff.core.decoding import grid_argmax
 
 LOSSES = ("kl", "kl+l2", "l1", "l2", "cosine")  # "kl": the paper's eq. 16; "kl+l2": KL + l2_weight · L2 (README: objective)
+# Per-timestep weight of the loss: "uniform" (the paper's); "snr-clamp": clamp(SNR_t, 1, snr_max), i.e. the
+# x0 loss at high noise and the ε-loss (SNR-weighted x0 loss) at low noise, capped (README: objective).
+WEIGHTINGS = ("uniform", "snr-clamp")
 SCHEDULES = ("cosine", "linear")
 SAMPLERS = ("ddpm", "ddim", "dpmpp2m", "dpmpp2m-sde")  # every sampler Diffusion.sample knows (one list: CLI, configs, the app)
 PROJECTIONS = ("none", "clip", "norm", "degree", "snap")
@@ -198,12 +201,18 @@ class Diffusion:
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         l2_weight: float = 1.0,
+        weighting: str = "uniform",
+        snr_max: float = 5.0,
     ) -> torch.Tensor:
         """One DDPM training loss: sample t and ε, predict x_0, compare with the truth (mean over the batch).
 
         ``kl+l2`` adds ``l2_weight`` × the mean squared latent error to the KL: both are minimised by
         ``E[x_0 | x_t]``, but the KL alone is nearly flat in a code's scale and blind to its ``l = 0``
         entry, which the L2 term pins (README: objective).
+
+        ``weighting="snr-clamp"`` multiplies each item's loss by ``clamp(ᾱ_t/(1-ᾱ_t), 1, snr_max)``: the
+        posterior mean stays the optimum at every t, but low-noise steps (which place the final point) count
+        more.
 
         ``t`` [B] and ``noise`` [B, (degree+1)^2] may be given (drawn by the caller, e.g. for the
         global batch of distributed training and sliced per rank); otherwise they are drawn from
@@ -224,14 +233,25 @@ class Diffusion:
             raise ValueError(f"noise must have shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
         t, noise = t.to(x0.device), noise.to(device=x0.device, dtype=x0.dtype)
         pred = model(self.q_sample(x0, t, noise), t, cond)
+        per_item = self._per_item_loss(kind, pred, x0, target_latlon, anchors, l2_weight)
+        if weighting == "uniform":
+            return per_item.mean()
+        if weighting != "snr-clamp":
+            raise ValueError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
+        abar = self.schedule.alphas_cumprod.to(x0.device, torch.float64)[t]
+        w = (abar / (1 - abar)).clamp(1.0, snr_max).to(per_item.dtype)
+        return (w * per_item).mean()
+
+    def _per_item_loss(self, kind, pred, x0, target_latlon, anchors, l2_weight) -> torch.Tensor:
+        """Each item's loss [B] (before the per-timestep weight)."""
         if kind in ("kl", "kl+l2"):
-            kl = shdd.kl(pred / self.data_scale, target_latlon, anchors).mean()
-            return kl if kind == "kl" else kl + l2_weight * (pred - x0).square().mean()
+            kl = shdd.kl(pred / self.data_scale, target_latlon, anchors)
+            return kl if kind == "kl" else kl + l2_weight * (pred - x0).square().mean(-1)
         if kind == "l1":
-            return (pred - x0).abs().mean()
+            return (pred - x0).abs().mean(-1)
         if kind == "l2":
-            return (pred - x0).square().mean()
-        return (1 - torch.nn.functional.cosine_similarity(pred, x0, dim=-1)).mean()
+            return (pred - x0).square().mean(-1)
+        return 1 - torch.nn.functional.cosine_similarity(pred, x0, dim=-1)
 
     @torch.no_grad()
     def sample(

@@ -141,6 +141,8 @@ def batch_loss(
         drawn["anchors"].to(device),
         kind=cfg.diffusion.loss,
         l2_weight=cfg.diffusion.l2_weight,
+        weighting=cfg.diffusion.weighting,
+        snr_max=cfg.diffusion.snr_max,
         degree=cfg.model.degree,
         t=drawn["t"][rows],
         noise=drawn["noise"][rows].to(cond.dtype),

@@ -9,7 +9,7 @@ import torch
 
 from locdiff.core import anchors as anchor_sets
 from locdiff.core import shdd
-from locdiff.core.diffusion import LOSSES, Diffusion, Schedule
+from locdiff.core.diffusion import LOSSES, WEIGHTINGS, Diffusion, Schedule
 from locdiff.core.network import CSUNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -45,6 +45,30 @@ def test_kl_plus_l2_is_the_kl_plus_weighted_mean_squared_error():
     both = diff.loss(net, target, cond, a, kind="kl+l2", l2_weight=0.25, **kw)
     assert float(both) == pytest.approx(float(kl) + 0.25 * float(l2), rel=1e-5)
     assert float(diff.loss(net, target, cond, a, kind="kl+l2", l2_weight=0.0, **kw)) == pytest.approx(float(kl), rel=1e-6)
+
+
+@torch.no_grad()
+def test_snr_clamp_weights_each_item_by_its_clamped_signal_to_noise_ratio():
+    assert WEIGHTINGS == ("uniform", "snr-clamp")
+    torch.manual_seed(2)
+    sched = Schedule.make("cosine", 50)
+    diff = Diffusion(sched)
+    net = CSUNet(16, 4, (32, 16), 8, 0.0)
+    target = torch.tensor([[10.0, 20.0], [-40.0, 100.0], [60.0, -70.0]])
+    cond, a = torch.randn(3, 4), anchor_sets.fibonacci(512).float()
+    t, noise = torch.tensor([1, 20, 48]), torch.randn(3, 16)
+    abar = sched.alphas_cumprod.double()[t]
+    snr = abar / (1 - abar)
+    assert snr[0] > 5 and 1 < snr[1] < 5 and snr[2] < 1  # one item in each regime of the clamp
+    for kind in ("l2", "kl", "kl+l2"):
+        per_item = torch.stack([diff.loss(net, target[i : i + 1], cond[i : i + 1], a, kind=kind, degree=3, t=t[i : i + 1], noise=noise[i : i + 1]) for i in range(3)])
+        got = diff.loss(net, target, cond, a, kind=kind, degree=3, t=t, noise=noise, weighting="snr-clamp", snr_max=5.0)
+        want = (per_item.double() * torch.tensor([5.0, float(snr[1]), 1.0], dtype=torch.float64)).mean()
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+        uniform = diff.loss(net, target, cond, a, kind=kind, degree=3, t=t, noise=noise)
+        assert float(uniform) == pytest.approx(float(per_item.mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="weighting"):
+        diff.loss(net, target, cond, a, kind="l2", degree=3, t=t, noise=noise, weighting="snr")
 
 
 def _expected_losses(pred: torch.Tensor, sites: torch.Tensor, weights: torch.Tensor, anchors: torch.Tensor, degree: int):
