@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from storage.schema import SCHEMA_VERSION
-from storage.sql_store import SchemaVersionError, SqlExperimentStore, StoreError, sqlite_url
+from storage.engine import sqlite_url
+from storage.errors import SchemaVersionError, StoreError
+from storage.sql_store import SqlExperimentStore
 
 __all__ = ["SCHEMA_VERSION", "SchemaVersionError", "SqlExperimentStore", "StoreError", "sqlite_url"]
