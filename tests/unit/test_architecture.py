@@ -100,3 +100,53 @@ def test_no_importlib_side_doors():
     assert len(files) > 40
     offences = [o for p in files for o in _side_doors(p)]
     assert not offences, "\n".join(offences)
+
+
+# --------------------------------------------------------------------------- small modules, thin commands
+MAX_MODULE_LINES = 400  # issue #14: no production module over 400 lines
+MAX_CLI_FUNCTION_LINES = 60  # ... and no function over 60 lines in locdiff/cli/ (thin commands)
+PRODUCTION = ("locdiff", "adapters", "storage", "gui", "benchmarks", "scripts")
+
+
+def oversized(root: Path, packages=PRODUCTION, cli=("locdiff", "cli")) -> list[str]:
+    """Every production module over :data:`MAX_MODULE_LINES` lines and every function under ``cli`` over
+    :data:`MAX_CLI_FUNCTION_LINES` lines (decorators and docstring included), as ``path: what``."""
+    found = []
+    for pkg in packages:
+        for path in sorted((root / pkg).rglob("*.py")) if (root / pkg).is_dir() else []:
+            lines = len(path.read_text().splitlines())
+            if lines > MAX_MODULE_LINES:
+                found.append(f"{path.relative_to(root)}: {lines} lines (at most {MAX_MODULE_LINES})")
+    for path in sorted(root.joinpath(*cli).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                length = node.end_lineno - first + 1
+                if length > MAX_CLI_FUNCTION_LINES:
+                    found.append(f"{path.relative_to(root)}: {node.name}() is {length} lines (at most {MAX_CLI_FUNCTION_LINES})")
+    return found
+
+
+def test_no_module_over_400_lines_and_no_cli_function_over_60():
+    seen = [p for pkg in PRODUCTION for p in (ROOT / pkg).rglob("*.py")]
+    assert len(seen) > 80 and any(p.parent.name == "cli" for p in seen)  # really looked at the tree
+    offences = oversized(ROOT)
+    assert not offences, "split these by what they hold:\n" + "\n".join(offences)
+
+
+def test_the_size_check_fails_on_a_long_module_and_a_long_command(tmp_path):
+    """The checker itself can fail: a planted 401-line module and a 61-line CLI function are both named."""
+    (tmp_path / "locdiff" / "cli").mkdir(parents=True)
+    (tmp_path / "storage").mkdir()
+    (tmp_path / "storage" / "fits.py").write_text("x = 0\n" * MAX_MODULE_LINES)
+    (tmp_path / "storage" / "big.py").write_text("x = 0\n" * (MAX_MODULE_LINES + 1))
+    body = "    y = 1\n"
+    (tmp_path / "locdiff" / "cli" / "main.py").write_text(
+        "def short():\n" + body * (MAX_CLI_FUNCTION_LINES - 1)
+        + "\n\n@staticmethod\ndef long():\n" + body * (MAX_CLI_FUNCTION_LINES - 1)
+    )
+    offences = oversized(tmp_path)
+    assert offences == [
+        f"storage/big.py: {MAX_MODULE_LINES + 1} lines (at most {MAX_MODULE_LINES})",
+        f"locdiff/cli/main.py: long() is {MAX_CLI_FUNCTION_LINES + 1} lines (at most {MAX_CLI_FUNCTION_LINES})",
+    ]
