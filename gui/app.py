@@ -18,6 +18,8 @@ from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from locdiff.config import VIEWS
+
 from gui.geocode import Geocoder, reverse_geocode
 from gui.jobs import GpsReader, ServiceFactory
 from gui.window import CHUNK, IMAGE_SUFFIXES, MainWindow, expand_paths
@@ -102,7 +104,7 @@ def run(
 def add_window_arguments(p: argparse.ArgumentParser) -> None:
     """The flags ``locdiff-gui`` and ``python -m locdiff.cli gui`` share (besides the model)."""
     p.add_argument("--text", default=None, help="a place query to answer at start")
-    p.add_argument("--view", choices=("globe", "flat"), default=None)
+    p.add_argument("--view", choices=VIEWS, default=None)
     p.add_argument("--screenshot", type=Path, default=None,
                    help="answer the inputs / --text, draw, save this PNG and exit")
     p.add_argument("--size", default=None, help="window size WxH, e.g. 1600x1000")

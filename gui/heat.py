@@ -25,7 +25,9 @@ ALPHA_MAX = 0.6  # towns, coastlines and borders stay visible through the strong
 #: Relative value (0..1 of the colour scale) above which the heat is fully opaque (ALPHA_MAX).
 ALPHA_KNEE = 0.30
 LOG_DECADES = 3.0
-SCALES = ("linear", "sqrt", "log")
+#: The colour scales (one source: ``heat_rgba`` and the app's Display box) and the labels the app shows.
+SCALE_LABELS = {"sqrt": "square root", "linear": "linear", "log": f"log ({LOG_DECADES:g} decades)"}
+SCALES = tuple(SCALE_LABELS)
 
 
 def colors(n: int = 256) -> np.ndarray:

@@ -14,10 +14,11 @@ from locdiff.core.diffusion import PROJECTIONS, SAMPLERS
 from locdiff.core.reduction import REDUCERS
 from locdiff.core.sampling import PredictSettings
 
+from gui.heat import SCALE_LABELS
 from gui.viewdata import ViewPrediction
 
 RESOLUTIONS = {"90 \u00d7 180 (2\u00b0)": (90, 180), "180 \u00d7 360 (1\u00b0)": (180, 360), "360 \u00d7 720 (0.5\u00b0)": (360, 720)}
-SCALES = {"square root": "sqrt", "linear": "linear", "log (3 decades)": "log"}
+SCALES = {label: scale for scale, label in SCALE_LABELS.items()}  # label shown -> gui.heat scale
 
 
 def fmt_latlon(lat: float, lon: float) -> str:

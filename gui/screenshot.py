@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from locdiff.config import VIEWS
+
 DEFAULT_PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "photos" / "stockholm-panorama.jpg"
 
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text", default=None, help="a place query instead of a photo")
     p.add_argument("--demo", action="store_true")
     p.add_argument("--workdir", default="runs", help="where the embedding cache lives (with --checkpoint)")
-    p.add_argument("--view", choices=("globe", "flat"), default="globe")
+    p.add_argument("--view", choices=VIEWS, default=VIEWS[0])
     p.add_argument("--size", default="1600x1000")
     p.add_argument("--zoom", type=float, default=2.7, help="globe camera distance (earth radii)")
     args = p.parse_args(argv)

@@ -26,6 +26,7 @@ from locdiff.core.sampling import SamplingSettings
 
 
 EMBEDDERS = ("minilm", "clip")  # what the container can build for data.embedder
+VIEWS = ("globe", "flat")  # the app's map views (OpenGL globe, 2D map): --view of locdiff-gui and `locdiff.cli gui`
 
 
 def _positive_tuple(instance, attribute, value):

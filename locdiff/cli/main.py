@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from locdiff.cli import flags
-from locdiff.config import RunConfig, apply_overrides
+from locdiff.config import VIEWS, RunConfig, apply_overrides
 from locdiff.core.diffusion import SAMPLERS
+from locdiff.core.splits import EVAL_SPLITS
 
 
 # --------------------------------------------------------------------------- train
@@ -242,7 +243,7 @@ def _add_train(sub) -> None:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a run or checkpoint; stores results")
     p.add_argument("run", help="run folder or checkpoint folder")
-    p.add_argument("--split", default="test", choices=["test", "val", "holdout", "train"])
+    p.add_argument("--split", default="test", choices=EVAL_SPLITS)
     p.add_argument("--data", help="evaluate on another CSV embedded with the model's embedder")
     p.add_argument("--sampler", default="ddim:20", help=f"comma-separated samplers of {SAMPLERS}, e.g. ddpm:100,ddim:20")
     flags.sampling_flags(p)
@@ -295,7 +296,7 @@ def _add_gui(sub) -> None:
     flags.where_flags(p)
     p.add_argument("--run", "--checkpoint", dest="run", help="run or checkpoint folder to load at start")
     p.add_argument("--text", default=None, help="a place query to answer at start")
-    p.add_argument("--view", choices=("globe", "flat"), default=None)
+    p.add_argument("--view", choices=VIEWS, default=None)
     p.add_argument("--screenshot", default=None, help="answer the photos / --text, draw, save this PNG and exit")
     p.add_argument("--size", default=None, help="window size WxH, e.g. 1600x1000")
     p.add_argument("images", nargs="*")

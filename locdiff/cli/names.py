@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from locdiff.config import RunConfig, apply_overrides
+from locdiff.core.multimodal import TRUTHS
 
 
 def _log(message: str) -> None:
@@ -44,7 +45,7 @@ def cmd_names(args) -> int:
         result = NameBenchmarkResult.from_dict(json.loads(Path(args.from_results).read_text(encoding="utf-8")))
         print(format_summary(result))
         if args.per_name:
-            print("\n\n".join(f"### per name, {truth} truth\n\n{format_per_name(result, truth)}" for truth in ("uniform", "population")))
+            print("\n\n".join(f"### per name, {truth} truth\n\n{format_per_name(result, truth)}" for truth in TRUTHS))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,7 +73,7 @@ def cmd_names(args) -> int:
     result = run_name_benchmark(bundle, queries, emb.vectors, prepared, settings, device=device,
                                 model=f"{ckpt} (L={bundle.degree}, {bundle.config.train.steps} steps)", log=_log)
     summary = format_summary(result)
-    per_name = "\n\n".join(f"### per name, {truth} truth\n\n{format_per_name(result, truth)}" for truth in ("uniform", "population"))
+    per_name = "\n\n".join(f"### per name, {truth} truth\n\n{format_per_name(result, truth)}" for truth in TRUTHS)
     out = Path(args.workdir) / "studies"
     _write(out / "names.json", json.dumps(result.to_dict(), indent=1, default=float))
     _write(out / "names.md", f"# Name-only benchmark\n\n{summary}\n\n{per_name}\n")

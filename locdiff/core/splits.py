@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 import torch
 
 SPLITS = ("train", "val", "test")
+HOLDOUT = "holdout"  # the split of the held-out groups / band (data.holdout_groups, data.holdout_lat_band)
+EVAL_SPLITS = (*SPLITS, HOLDOUT)  # what `eval --split` can score
 _TWO_64 = float(2**64)
 
 

@@ -7,7 +7,7 @@ import torch
 
 from locdiff.config import DataConfig
 from locdiff.ports import DatasetSource, Embedder, ItemFailure
-from locdiff.core.splits import spatial_holdout, split_by_hash
+from locdiff.core.splits import HOLDOUT, spatial_holdout, split_by_hash
 
 
 @attrs.frozen
@@ -69,7 +69,7 @@ def prepare(source: DatasetSource, embedder: Embedder, config: DataConfig) -> Pr
     if config.holdout_groups or config.holdout_lat_band:
         held = spatial_holdout(latlon, groups, groups_out=config.holdout_groups, lat_band=config.holdout_lat_band)
     splits = {k: v[~held[v]] for k, v in splits.items()}
-    splits["holdout"] = held.nonzero()[:, 0]
+    splits[HOLDOUT] = held.nonzero()[:, 0]
     return PreparedData(
         name=samples.name,
         cond=cond,
