@@ -25,10 +25,10 @@ import torch
 
 from adapters.places import DEFAULT_LIMIT, PlacesSource, _load_json, _order
 from locdiff.core import geo
+from locdiff.core.multimodal import KINDS
 from locdiff.ports import NamedPlaces
 
 NAMES_FILE = Path(__file__).resolve().parents[1] / "locdiff" / "data" / "names.csv"
-KINDS = ("ambiguous", "control")
 #: list sizes: every name carried by >= 3 places, then 2-place names whose places lie >= SPREAD_KM
 #: apart (hash order) up to AMBIGUOUS names in all; CONTROLS unique names, the most populous first
 AMBIGUOUS, CONTROLS, SPREAD_KM, PER_COUNTRY = 200, 30, 1500.0, 2

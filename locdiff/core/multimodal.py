@@ -25,6 +25,7 @@ import torch
 from locdiff.core import geo
 
 TRUTHS = ("uniform", "population")  # how the truth weighs the places that carry a name
+KINDS = ("ambiguous", "control")  # a benchmark name carried by several places, or by one (the control names)
 RECALL_THRESHOLD = 0.05
 
 

@@ -254,7 +254,7 @@ def format_summary(result: NameBenchmarkResult) -> str:
     out = [f"model: {result.model}; merge/assignment radius π/(L+1) = {result.radius_km:.0f} km; "
            f"kNN k={result.knn.k}, T={result.knn.temperature:g}, bandwidth {result.knn.bandwidth_km:.0f} km (validation NLL); "
            f"grid classifier {result.grid_cells} cells", ""]
-    for kind in ("ambiguous", "control"):
+    for kind in mm.KINDS:
         for truth in mm.TRUTHS:
             summ = result.summary(kind, truth)
             n = int(next(iter(summ.values()))["names"])

@@ -150,3 +150,72 @@ def test_the_size_check_fails_on_a_long_module_and_a_long_command(tmp_path):
         f"storage/big.py: {MAX_MODULE_LINES + 1} lines (at most {MAX_MODULE_LINES})",
         f"locdiff/cli/main.py: long() is {MAX_CLI_FUNCTION_LINES + 1} lines (at most {MAX_CLI_FUNCTION_LINES})",
     ]
+
+
+# --------------------------------------------------------------------------- one source per choice list
+#: Every list of choices and its one home (a tuple literal, or a dict literal whose keys are the choices).
+CHOICE_LISTS = {
+    "locdiff/core/diffusion.py": ("SAMPLERS", "PROJECTIONS", "LOSSES", "SCHEDULES", "WEIGHTINGS"),
+    "locdiff/core/reduction.py": ("REDUCERS",),
+    "locdiff/core/splits.py": ("SPLITS",),
+    "locdiff/core/multimodal.py": ("TRUTHS", "KINDS"),
+    "locdiff/core/calibration.py": ("FAMILIES",),
+    "locdiff/config.py": ("EMBEDDERS", "VIEWS"),
+    "locdiff/services/studies/settings.py": ("STUDIES",),
+    "adapters/benchmark_formats.py": ("LAYOUTS",),
+    "storage/schema.py": ("RUN_STATUSES",),
+    "gui/heat.py": ("SCALE_LABELS",),
+}
+
+
+def _string_set(node: ast.AST) -> frozenset[str] | None:
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        items = node.elts
+    elif isinstance(node, ast.Dict):
+        items = node.keys
+    else:
+        return None
+    if len(items) >= 2 and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in items):
+        return frozenset(e.value for e in items)
+    return None
+
+
+def duplicated_choice_lists(root: Path, homes=CHOICE_LISTS, packages=PRODUCTION) -> list[str]:
+    """Literal tuples / lists / sets anywhere in ``packages`` spelling a whole registered choice list again."""
+    lists: dict[frozenset[str], str] = {}
+    defining: set[tuple[str, int]] = set()
+    for rel, names in homes.items():
+        for stmt in ast.parse((root / rel).read_text()).body:
+            target = stmt.targets[0] if isinstance(stmt, ast.Assign) else getattr(stmt, "target", None)
+            if isinstance(target, ast.Name) and target.id in names:
+                choices = _string_set(stmt.value)
+                assert choices, f"{rel}: {target.id} is not a literal list of choices"
+                lists[choices] = f"{rel}:{target.id}"
+                defining.add((rel, stmt.value.lineno))
+        missing = set(names) - {v.split(":")[1] for k, v in lists.items() if v.startswith(rel + ":")}
+        assert not missing, f"{rel}: no {sorted(missing)} (update CHOICE_LISTS)"
+    found = []
+    for pkg in packages:
+        for path in sorted((root / pkg).rglob("*.py")) if (root / pkg).is_dir() else []:
+            rel = str(path.relative_to(root))
+            for node in ast.walk(ast.parse(path.read_text(), filename=rel)):
+                choices = _string_set(node) if not isinstance(node, ast.Dict) else None
+                if choices in lists and (rel, node.lineno) not in defining:
+                    found.append(f"{rel}:{node.lineno} spells {lists[choices]} again")
+    return found
+
+
+def test_each_choice_list_has_one_source():
+    """Reducers, projections, samplers, losses, embedders, views, splits, formats, ...: spelled once, imported elsewhere."""
+    offences = duplicated_choice_lists(ROOT)
+    assert not offences, "import the list from its home instead:\n" + "\n".join(offences)
+
+
+def test_the_choice_list_check_fails_on_a_second_spelling(tmp_path):
+    (tmp_path / "locdiff" / "cli").mkdir(parents=True)
+    (tmp_path / "gui").mkdir()
+    (tmp_path / "locdiff" / "core.py").write_text('VIEWS = ("globe", "flat")\nOTHER = ("globe", "moon")\n')
+    (tmp_path / "locdiff" / "cli" / "main.py").write_text('import argparse\nCHOICES = ["flat", "globe"]\n')
+    (tmp_path / "gui" / "app.py").write_text('p.add_argument("--view", choices=("globe", "flat"))\nsub = ("globe",)\n')
+    found = duplicated_choice_lists(tmp_path, homes={"locdiff/core.py": ("VIEWS",)})
+    assert found == ["locdiff/cli/main.py:2 spells locdiff/core.py:VIEWS again", "gui/app.py:1 spells locdiff/core.py:VIEWS again"]
