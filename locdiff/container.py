@@ -171,6 +171,42 @@ def build_prediction_service(checkpoint: Path | None, *, device: str = "auto", h
     return PredictionService(bundle, embedder, compute.device, retriever, source=str(target), calibrator=load_calibration(target))
 
 
+def build_batch_predictor(checkpoint: Path | None, *, device: str = "auto", workdir: str = "runs", places: bool = True,
+                          chunk: int = 64):
+    """A ``BatchPredictor`` (many inputs per model call) for a checkpoint; place names from the offline geocoder."""
+    from locdiff.services.batch_prediction import BatchPredictor
+
+    service = build_prediction_service(checkpoint, device=device, workdir=workdir)
+    return BatchPredictor(service, geocoder() if places else None, chunk=chunk)
+
+
+def geocoder():
+    """Place names for coordinates (nearest town of the offline GeoNames table, loaded on first use)."""
+    from adapters.geocoder import NearestTown
+
+    return NearestTown()
+
+
+def batch_inputs(source: str, stdin=None):
+    """The inputs of a batch prediction: a photo folder, a CSV/JSONL file or ``-`` (stdin lines)."""
+    from adapters.batch_inputs import open_inputs
+
+    return open_inputs(source, stdin)
+
+
+def prediction_sink(path: Path, fmt: str | None = None, *, top: int = 5, samples: bool = False):
+    """A resumable CSV / JSONL / GeoJSON writer of batch prediction rows (format from ``fmt`` or the suffix)."""
+    from adapters.prediction_writers import open_sink
+
+    return open_sink(Path(path), fmt, top=top, samples=samples)
+
+
+def prediction_formats() -> tuple[str, ...]:
+    from adapters.prediction_writers import FORMATS
+
+    return tuple(FORMATS)
+
+
 def save_calibration(checkpoint: Path, calibrator) -> Path:
     """Save a fitted calibrator beside the model's checkpoints (used by later predictions)."""
     from adapters.calibration_file import save_calibration as save

@@ -8,7 +8,7 @@ frozen attrs values defined here.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -55,6 +55,21 @@ class GeoSamples:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@attrs.frozen
+class BatchInput:
+    """One input of a batch prediction: its position in the input, a text or an image path, and ground truth if known.
+
+    ``problem`` says why the input cannot be used (a bad CSV row, a file that is missing); it is reported in the
+    input's output row and the batch goes on.
+    """
+
+    index: int
+    kind: str  # "text" | "image"
+    value: str
+    truth: tuple[float, float] | None = None
+    problem: str | None = None
 
 
 @attrs.frozen
@@ -222,6 +237,40 @@ class PredictionService(Protocol):
                        cancelled: Any = None) -> list[Any]: ...
 
     def predict_text(self, text: str, settings: Any, cancelled: Any = None, progress: Any = None) -> Any: ...
+
+
+@runtime_checkable
+class BatchInputs(Protocol):
+    """The inputs of a batch prediction (a folder, a CSV/JSONL file, stdin lines), read lazily in order."""
+
+    @property
+    def name(self) -> str: ...
+
+    def count(self) -> int | None: ...  # how many inputs (for progress), None if unknown
+
+    def __iter__(self) -> Iterator[BatchInput]: ...
+
+
+@runtime_checkable
+class PredictionSink(Protocol):
+    """Where batch prediction rows go (CSV, JSONL, GeoJSON): appended in chunks, each flushed to disk before the next.
+
+    ``done()`` maps the index of every row already in the output (an interrupted run's) to its input; the rerun skips
+    those. ``close()`` finishes the file (GeoJSON's closing bracket).
+    """
+
+    def done(self) -> Mapping[int, str]: ...
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Geocoder(Protocol):
+    """Place names for coordinates (reverse geocoding): ``"name, region, CC"`` or None where none is known."""
+
+    def names(self, latlon: Sequence[tuple[float, float]]) -> list[str | None]: ...
 
 
 # --------------------------------------------------------------------------- driving-side ports (progress, memory, run folders)

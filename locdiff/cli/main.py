@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from locdiff.cli import batch as batch_flags
 from locdiff.cli import flags
 from locdiff.config import VIEWS, RunConfig, apply_overrides
 from locdiff.core.diffusion import SAMPLERS
@@ -153,8 +154,12 @@ def _print_prediction(p: dict) -> None:
 
 
 def cmd_predict(args) -> int:
+    from locdiff.cli import batch
     from locdiff.container import build_prediction_service
     from locdiff.core.sampling import PredictSettings, SamplingSettings
+
+    if batch.wanted(args):  # a folder, a CSV/JSONL file, stdin or --out: one row per input in a file
+        return batch.cmd_batch(args)
 
     service = build_prediction_service(Path(args.run), device=args.device, hybrid=args.hybrid, workdir=args.workdir)
     sampling = SamplingSettings(sampler=args.sampler, steps=args.sampler_steps, projection=args.projection, samples=args.samples,
@@ -270,6 +275,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--workdir", default="runs")
     p.add_argument("--json", action="store_true")
+    batch_flags.add_flags(p)
     p.set_defaults(func=cmd_predict)
 
 
