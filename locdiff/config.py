@@ -300,7 +300,10 @@ def structure(cls: type, data: Any, *, where: str = "config") -> Any:
         raise ValueError(f"{where}: nested too deeply") from None
     except Exception as exc:  # noqa: BLE001 - cattrs groups every field error; report the first
         field, leaf = _problem(exc)
-        message = str(leaf).strip() or type(leaf).__name__
+        args = leaf.args if isinstance(leaf, ValueError) else ()
+        # attrs' in_ validator raises ValueError(message, attribute, options, value): keep the message only
+        text = args[0] if len(args) > 1 and isinstance(args[0], str) else str(leaf)
+        message = text.strip() or type(leaf).__name__
         message = message.splitlines()[0][:300]
         named = re.match(r"'(\w+)' must ", message)  # an attrs validator names its field: "'degree' must be >= 1: 0"
         if named and field and "." not in field:

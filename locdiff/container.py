@@ -78,6 +78,13 @@ def _retriever(compute, workdir: str, pretrained: str):
     return GeoClipRetriever(embedder, device=compute.device, cache_dir=_cache_dir(workdir) / "geoclip")
 
 
+def _gallery(workdir: str):
+    """LocDiff-H's gallery for any embedder: a training split's embeddings, cached memory-mapped under the cache dir."""
+    from adapters.gallery_retriever import GalleryCache
+
+    return GalleryCache(_cache_dir(workdir) / "galleries")
+
+
 def _run_folder():
     from adapters.run_folder import JsonRunFolder
 
@@ -104,6 +111,7 @@ class Container(containers.DeclarativeContainer):
         template=config.data.template,
     )
     retriever = providers.Singleton(_retriever, compute=compute, workdir=config.workdir, pretrained=config.data.clip_pretrained)
+    gallery = providers.Singleton(_gallery, workdir=config.workdir)
     run_folder = providers.Singleton(_run_folder)
 
 
@@ -157,8 +165,20 @@ def load_model(checkpoint: Path, device=None):
     return ModelBundle.from_checkpoint(tensors, meta, device, where=str(target)), target
 
 
-def build_prediction_service(checkpoint: Path | None, *, device: str = "auto", hybrid: bool = False, workdir: str = "runs"):
-    """A ``PredictionService`` for a checkpoint: its embedder rebuilt from the checkpoint's config."""
+def _training_gallery(bundle, embedder, workdir: str):
+    """LocDiff-H's gallery for a model: its own training split (its config's data, embedded with its embedder)."""
+    from locdiff.services.data import prepare
+    from locdiff.services.hybrid import gallery_of
+
+    d = bundle.config.data
+    return gallery_of(_gallery(workdir), prepare(_source(d.source, d.places_limit, d.all_places, d.template), embedder, d))
+
+
+def build_prediction_service(checkpoint: Path | None, *, device: str = "auto", hybrid: bool | str = False, workdir: str = "runs"):
+    """A ``PredictionService`` for a checkpoint: its embedder rebuilt from the checkpoint's config.
+
+    ``hybrid``: ``"gallery"`` retrieves from the model's training split (rule from ``eval --hybrid``'s
+    ``hybrid.json``, else the paper's); ``"geoclip"`` (or True) from GeoCLIP's gallery; False: none."""
     from locdiff.services.prediction import PredictionService
 
     if checkpoint is None:
@@ -167,8 +187,10 @@ def build_prediction_service(checkpoint: Path | None, *, device: str = "auto", h
     bundle, target = load_model(checkpoint, compute.device)
     cfg = bundle.config.data
     embedder = _embedder(compute, workdir, cfg.embedder, cfg.clip_model, cfg.clip_pretrained)
-    retriever = _retriever(compute, workdir, cfg.clip_pretrained) if hybrid else None
-    return PredictionService(bundle, embedder, compute.device, retriever, source=str(target), calibrator=load_calibration(target))
+    retriever = _retriever(compute, workdir, cfg.clip_pretrained) if hybrid in (True, "geoclip") else None
+    gallery = _training_gallery(bundle, embedder, workdir) if hybrid == "gallery" else None
+    return PredictionService(bundle, embedder, compute.device, retriever, source=str(target), calibrator=load_calibration(target),
+                             gallery=gallery, hybrid_rule=load_hybrid_rule(target) if gallery is not None else None)
 
 
 def build_batch_predictor(checkpoint: Path | None, *, device: str = "auto", workdir: str = "runs", places: bool = True,
@@ -205,6 +227,19 @@ def prediction_formats() -> tuple[str, ...]:
     from adapters.prediction_writers import FORMATS
 
     return tuple(FORMATS)
+
+
+def save_hybrid_rule(checkpoint: Path, chosen: dict) -> Path:
+    """Save the LocDiff-H rule chosen on validation beside the model's checkpoints (used by ``predict --hybrid``)."""
+    from adapters.hybrid_file import save_hybrid_rule as save
+
+    return save(checkpoint, chosen)
+
+
+def load_hybrid_rule(checkpoint: Path):
+    from adapters.hybrid_file import load_hybrid_rule as load
+
+    return load(checkpoint)
 
 
 def save_calibration(checkpoint: Path, calibrator) -> Path:
@@ -333,7 +368,7 @@ def study_env(container: Container, config: RunConfig, *, progress=None, log=Non
 
     return StudyEnv(compute=container.compute(), checkpoints=container.checkpoints(), store=container.store(),
                     workdir=Path(config.workdir), progress=progress, code_version=code_version(), memory=memory_probe(),
-                    log=log, reuse_models=reuse_models)
+                    log=log, reuse_models=reuse_models, gallery=container.gallery())
 
 
 def write_json(path: Path, data) -> None:

@@ -176,6 +176,27 @@ class Retriever(Protocol):
 
 
 @runtime_checkable
+class EmbeddingRetriever(Protocol):
+    """A gallery of (embedding, location) pairs searched by cosine similarity (LocDiff-H for any embedder)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def __len__(self) -> int: ...
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, k] cosine similarities, descending, and [B, k, 2] (lat, lon) degrees) of each query's top-k."""
+        ...
+
+
+@runtime_checkable
+class GalleryProvider(Protocol):
+    """Opens the gallery of given embeddings and locations, cached on disk (rebuilt when they change)."""
+
+    def open(self, vectors: torch.Tensor, latlon: torch.Tensor, *, embedder_id: str) -> EmbeddingRetriever: ...
+
+
+@runtime_checkable
 class CheckpointStore(Protocol):
     """Model weights + JSON config on disk (safetensors; never pickle); writes are atomic."""
 

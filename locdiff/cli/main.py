@@ -13,6 +13,7 @@ from pathlib import Path
 
 from locdiff.cli import batch as batch_flags
 from locdiff.cli import flags
+from locdiff.cli import hybrid as cli_hybrid
 from locdiff.config import VIEWS, RunConfig, apply_overrides
 from locdiff.core.diffusion import SAMPLERS
 from locdiff.core.splits import EVAL_SPLITS
@@ -58,8 +59,10 @@ def _compare_options(args):
     samplers = parse_samplers(args.sampler)
     if len(samplers) != 1 or samplers[0][0] != "ddim":
         raise ValueError(f"--compare samples with DDIM like the studies; give --sampler ddim:STEPS, not {args.sampler!r}")
+    every = 2**31 - 1  # every item of the split (a cap only with --max-items)
     return cli_studies.study_options(run=args.run, samples=args.samples, sampler_steps=samplers[0][1], projection=args.projection,
-                                     seed=args.seed, eval_items=args.max_items, eval_data=args.data)
+                                     seed=args.seed, eval_items=args.max_items or every, eval_data=args.data,
+                                     **cli_hybrid.compare_options(args, every))
 
 
 def cmd_eval(args) -> int:
@@ -96,12 +99,13 @@ def cmd_eval(args) -> int:
         settings = EvalConfig(samples=args.samples, sampler=sampler, sampler_steps=steps, reducer=args.reducer,
                               projection=args.projection, max_items=args.max_items)
         ev = evaluate(bundle, data, args.split, settings, device=compute.device, seed=args.seed, store=store, run_id=run_id, progress=flags.progress)
-        if args.hybrid:
-            rows[f"LocDiff-H {sampler}-{steps} (+GeoCLIP {args.hybrid_radius:g} km)"] = _hybrid_metrics(container, data, args, ev, store, run_id)
         if args.all_reducers:
             rows.update({f"{sampler}-{steps} {r}": m for r, m in ev.by_reducer.items()})
         else:
             rows[f"LocDiffusion {sampler}-{steps} ({args.reducer})"] = ev.metrics
+        if args.hybrid:
+            rows.update(cli_hybrid.eval_rows(args, container, bundle, ckpt, data, ev, settings, store=store, run_id=run_id,
+                                             progress=flags.progress))
         if ev.one_step is not None:
             rows.setdefault(f"one-step x0 ({args.reducer})", ev.one_step)  # the chain must beat it (issue #10)
     rows["random guess"] = flags.random_row()
@@ -115,12 +119,6 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
-
-
-def _hybrid_metrics(container, data, args, ev, store, run_id) -> dict[str, float]:
-    from locdiff.services.hybrid import evaluate_hybrid
-
-    return evaluate_hybrid(container.retriever(), data, args.split, ev, radius_km=args.hybrid_radius, store=store, run_id=run_id)
 
 
 # --------------------------------------------------------------------------- predict
@@ -164,7 +162,7 @@ def cmd_predict(args) -> int:
     service = build_prediction_service(Path(args.run), device=args.device, hybrid=args.hybrid, workdir=args.workdir)
     sampling = SamplingSettings(sampler=args.sampler, steps=args.sampler_steps, projection=args.projection, samples=args.samples,
                                 reducer=args.reducer, seed=args.seed)
-    settings = PredictSettings(sampling, top_modes=args.top, hybrid=args.hybrid, grid_lat=90, grid_lon=180)
+    settings = PredictSettings(sampling, top_modes=args.top, hybrid=bool(args.hybrid), grid_lat=90, grid_lon=180)
     results = [service.predict_text(t, settings) for t in args.text] if args.text else []
     if args.images:
         results += service.predict_images([Path(p) for p in args.images], settings)
@@ -255,8 +253,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--all-reducers", action="store_true", help="one row per reducer")
     p.add_argument("--compare", action="store_true",
                    help="one table: this run vs kNN (k=1, weighted k), grid classification and regression (as `compare RUN`)")
-    p.add_argument("--hybrid", action="store_true", help="also evaluate LocDiff-H (GeoCLIP retrieval near the samples)")
-    p.add_argument("--hybrid-radius", type=float, default=200.0, help="retrieval radius around the samples (km)")
+    cli_hybrid.hybrid_flags(p, evaluation=True)
     p.add_argument("--max-items", type=flags.count)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -271,7 +268,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--sampler-steps", type=flags.count, default=20)
     flags.sampling_flags(p)
     p.add_argument("--top", type=flags.count, default=5)
-    p.add_argument("--hybrid", action="store_true", help="refine with GeoCLIP retrieval within 200 km of the samples")
+    cli_hybrid.hybrid_flags(p, evaluation=False)
     p.add_argument("--device", default="auto")
     p.add_argument("--workdir", default="runs")
     p.add_argument("--json", action="store_true")

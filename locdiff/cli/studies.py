@@ -100,7 +100,7 @@ def _settings(args, study: str):
         seed=args.seed, anchor_sizes=ints(args.anchor_sizes), degrees=ints(args.degrees),
         losses=tuple(args.losses.split(",")) if args.losses else None,
         holdout_groups=tuple(args.holdout_groups.split(",")) if args.holdout_groups else None,
-        holdout_lat_band=band,
+        holdout_lat_band=band, hybrid=False if getattr(args, "no_hybrid", False) else None,
     )
 
 
@@ -242,6 +242,7 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--retrain", action="store_true",
                    help="train every model afresh (default: reuse a finished study model with the same training config)")
+    p.add_argument("--no-hybrid", action="store_true", help="compare / spatial: leave out the LocDiff-H row (gallery retrieval near the samples)")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy shared CPU)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:1 | mps")
     p.add_argument("--workdir", default="runs", help="where the store, study models and results live (default: runs)")

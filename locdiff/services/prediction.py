@@ -18,10 +18,12 @@ import torch
 from locdiff.core.bundle import ModelBundle
 from locdiff.core.calibration import Calibrator
 from locdiff.core.decoding import credible_thresholds, decode, default_radius_km, density_grid, find_modes
-from locdiff.ports import Embedder, ItemFailure, Retriever
+from locdiff.core.hybrid import HybridRule
+from locdiff.ports import EmbeddingRetriever, Embedder, ItemFailure, Retriever
 from locdiff.core.results import Prediction
 from locdiff.core.sampling import PredictSettings
 from locdiff.core.reduction import reduce_samples
+from locdiff.services.hybrid import refine_with_gallery
 from locdiff.services.sampling import SamplingCancelled, cancel_check, input_seed, per_input_noise, sample_coefficients
 
 Progress = Callable[[int, int], None]
@@ -35,7 +37,7 @@ class PredictionService:
     """Predicts from images or text with one trained model (the GUI and ``cli predict`` use it)."""
 
     def __init__(self, bundle: ModelBundle, embedder: Embedder, device: torch.device, retriever: Retriever | None = None, source: str = "",
-                 calibrator: Calibrator | None = None):
+                 calibrator: Calibrator | None = None, gallery: EmbeddingRetriever | None = None, hybrid_rule: HybridRule | None = None):
         if bundle.embedder_id != embedder.id:
             raise ValueError(
                 f"model {source or ''} was trained on embeddings from {bundle.embedder_id!r}, "
@@ -43,6 +45,8 @@ class PredictionService:
             )
         self.bundle, self.embedder, self.device, self.retriever, self.source = bundle, embedder, device, retriever, source
         self.calibrator = calibrator  # fitted on validation data (study calibration --run): map + credible levels
+        # LocDiff-H from the training split (any embedder), with the rule chosen on validation (else the paper's, R from settings)
+        self.gallery, self.hybrid_rule = gallery, hybrid_rule
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -129,7 +133,11 @@ class PredictionService:
             small = grid if grid.mass.numel() <= 90 * 180 else attrs.evolve(cal, n_lat=90, n_lon=180).grid(e.cpu(), samples)
             modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius, grid=small)
         refined = None
-        if settings.hybrid and self.retriever is not None and images:
+        if settings.hybrid and self.gallery is not None:
+            rule = self.hybrid_rule or HybridRule("radius", settings.hybrid_radius_km)
+            top, _ = refine_with_gallery(self.gallery, cond.cpu(), samples[None], point[None].double(), rule, e.cpu()[None])
+            refined = (float(top[0, 0]), float(top[0, 1]))  # the LocDiffusion point where no match is in reach (the paper's rule)
+        elif settings.hybrid and self.retriever is not None and images:
             latlon, _ = self.retriever.retrieve(images, samples[None], settings.hybrid_radius_km, top_k=1)
             if torch.isfinite(latlon[0, 0]).all():
                 refined = (float(latlon[0, 0, 0]), float(latlon[0, 0, 1]))

@@ -1,4 +1,4 @@
-"""Study ``compare``: LocDiffusion vs kNN retrieval (k = 1, weighted k = 10), grid classification and
+"""Study ``compare``: LocDiffusion and LocDiff-H vs kNN retrieval (k = 1, weighted k = 10), grid classification and
 unit-vector regression on the test split (paper Table 1's rows, on our data)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from locdiff.core.bundle import ModelBundle
 from locdiff.core.tables import StudyResult
 from locdiff.ports import DatasetSource, Embedder
 from locdiff.services.data import PreparedData, prepare
+from locdiff.services.studies.hybrid_rows import choose_hybrid, hybrid_row
 from locdiff.services.studies.models import model_for
 from locdiff.services.studies.recording import close_study, open_study, recording
 from locdiff.services.studies.settings import StudyEnv, StudySettings, default_settings
@@ -38,8 +39,10 @@ def compare(source: DatasetSource, embedder: Embedder, config: RunConfig, env: S
             target = prepare(eval_source, embedder, config.data)
             index = torch.arange(len(target.ids))[: settings.eval_items]
             table = f"{target.name}: accuracy (%), {index.numel()} items (all splits; models fitted on {data.name})"
+        selection = choose_hybrid(result, model, data, env, settings)
         sampled = sample_items(model, target, index, settings, env)
         locdiff_rows(result, table, model, sampled, target.cond[index], env, settings, extra={"predict_s": sampled.seconds})
+        hybrid_row(result, table, model, data, target.cond[index], sampled, env, selection)
         baseline_rows(result, table, fit_baselines(data, settings, env), target.cond[index], target.latlon[index])
         result.add_row(table, "random guess", random_row())
         result.notes.append(

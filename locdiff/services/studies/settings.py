@@ -12,7 +12,7 @@ import attrs
 from locdiff.config import RunConfig, apply_overrides
 from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS
 from locdiff.core.sampling import SamplingSettings
-from locdiff.ports import CheckpointStore, Compute, ExperimentStore, MemoryProbe, ProgressFactory
+from locdiff.ports import CheckpointStore, Compute, ExperimentStore, GalleryProvider, MemoryProbe, ProgressFactory
 
 STUDIES = ("compare", "anchors", "losses", "spatial", "calibration", "degrees")
 #: six countries on six continents, ~6 % of the default 16,000 places
@@ -48,6 +48,7 @@ class StudySettings:
     holdout_groups: tuple[str, ...] = attrs.field(default=DEFAULT_HOLDOUT, converter=_tuple)
     holdout_lat_band: tuple[float, float] | None = attrs.field(default=None, converter=attrs.converters.optional(_tuple))
     calibration_grid: tuple[int, int, int] = attrs.field(default=(180, 360, 1), converter=_tuple)  # n_lat, n_lon, sub
+    hybrid: bool = True  # compare / spatial: a LocDiff-H row (training-split gallery, rule chosen on val_items validation items)
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self, value_serializer=lambda inst, field, value: list(value) if isinstance(value, tuple) else value)
@@ -100,6 +101,7 @@ class StudyEnv:
     memory: MemoryProbe | None = None
     log: Callable[[str], None] | None = None
     reuse_models: bool = True  # a finished study model with the same training config is loaded, not retrained
+    gallery: GalleryProvider | None = None  # LocDiff-H's training-split gallery (None: no LocDiff-H rows)
 
     def say(self, message: str) -> None:
         if self.log is not None:
