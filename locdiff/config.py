@@ -20,6 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from locdiff.core.anchors import ANCHOR_SAMPLINGS
 from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS, SCHEDULES, WEIGHTINGS
 from locdiff.core.reduction import REDUCERS
 from locdiff.core.sampling import SamplingSettings
@@ -57,6 +58,8 @@ class DiffusionConfig:
     weighting: str = attrs.field(default="uniform", validator=v.in_(WEIGHTINGS))  # per-timestep loss weight
     snr_max: float = attrs.field(default=5.0, converter=float, validator=v.ge(1.0))  # "snr-clamp": the cap
     anchors_per_batch: int = attrs.field(default=2048, validator=[v.instance_of(int), v.ge(16)])
+    anchor_sampling: str = attrs.field(default="uniform", validator=v.in_(ANCHOR_SAMPLINGS))  # "importance": caps around targets
+    uniform_share: float = attrs.field(default=0.5, converter=float, validator=[v.gt(0.0), v.lt(1.0)])  # of importance anchors
 
 
 @attrs.frozen

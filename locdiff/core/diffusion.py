@@ -203,6 +203,7 @@ class Diffusion:
         l2_weight: float = 1.0,
         weighting: str = "uniform",
         snr_max: float = 5.0,
+        anchor_log_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One DDPM training loss: sample t and ε, predict x_0, compare with the truth (mean over the batch).
 
@@ -212,7 +213,7 @@ class Diffusion:
 
         ``weighting="snr-clamp"`` multiplies each item's loss by ``clamp(ᾱ_t/(1-ᾱ_t), 1, snr_max)``: the
         posterior mean stays the optimum at every t, but low-noise steps (which place the final point) count
-        more.
+        more. ``anchor_log_weights`` [N]: the anchors' log areas (importance anchors; uniform if None).
 
         ``t`` [B] and ``noise`` [B, (degree+1)^2] may be given (drawn by the caller, e.g. for the
         global batch of distributed training and sliced per rank); otherwise they are drawn from
@@ -233,7 +234,7 @@ class Diffusion:
             raise ValueError(f"noise must have shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
         t, noise = t.to(x0.device), noise.to(device=x0.device, dtype=x0.dtype)
         pred = model(self.q_sample(x0, t, noise), t, cond)
-        per_item = self._per_item_loss(kind, pred, x0, target_latlon, anchors, l2_weight)
+        per_item = self._per_item_loss(kind, pred, x0, target_latlon, anchors, l2_weight, anchor_log_weights)
         if weighting == "uniform":
             return per_item.mean()
         if weighting != "snr-clamp":
@@ -242,10 +243,10 @@ class Diffusion:
         w = (abar / (1 - abar)).clamp(1.0, snr_max).to(per_item.dtype)
         return (w * per_item).mean()
 
-    def _per_item_loss(self, kind, pred, x0, target_latlon, anchors, l2_weight) -> torch.Tensor:
+    def _per_item_loss(self, kind, pred, x0, target_latlon, anchors, l2_weight, log_weights=None) -> torch.Tensor:
         """Each item's loss [B] (before the per-timestep weight)."""
         if kind in ("kl", "kl+l2"):
-            kl = shdd.kl(pred / self.data_scale, target_latlon, anchors)
+            kl = shdd.kl(pred / self.data_scale, target_latlon, anchors, log_weights)
             return kl if kind == "kl" else kl + l2_weight * (pred - x0).square().mean(-1)
         if kind == "l1":
             return (pred - x0).abs().mean(-1)

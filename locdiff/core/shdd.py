@@ -104,12 +104,14 @@ def target_logits(target: torch.Tensor, anchors: torch.Tensor, degree: int) -> t
     return legendre_kernel(cos_gamma, degree)
 
 
-def kl(e: torch.Tensor, target_latlon: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+def kl(e: torch.Tensor, target_latlon: torch.Tensor, anchors: torch.Tensor, log_weights: torch.Tensor | None = None) -> torch.Tensor:
     """SHDD KL-divergence ``KL(q_e || p_target)`` on anchors (eq. 12 via eq. 16): ``[B]``, ≥ 0.
 
     ``q`` and ``p`` are the anchor-normalised distributions of ``e`` [B, D] and of the SHDD
     encoding of ``target_latlon`` [B, 2]; it is 0 exactly when ``e`` encodes the target (up to
     terms invisible at the anchors). Differentiable in ``e``; memory bounded in the anchor count.
+    ``log_weights`` [N] (each anchor's log area, e.g. from :func:`anchors.importance`) make it the
+    self-normalised importance estimate: both distributions become ``∝ exp(f) · area`` on the anchors.
     """
     degree = check_coeffs(e)
     target = validate_latlon(target_latlon, "target_latlon")
@@ -123,6 +125,9 @@ def kl(e: torch.Tensor, target_latlon: torch.Tensor, anchors: torch.Tensor) -> t
     else:
         f_q = _AnchorLogits.apply(e, anchors, DEFAULT_CHUNK)
         f_p = _AnchorLogits.apply(target_code, anchors, DEFAULT_CHUNK)
+    if log_weights is not None:
+        lw = log_weights.to(device=f_q.device, dtype=f_q.dtype)
+        f_q, f_p = f_q + lw, f_p + lw
     log_q = torch.log_softmax(f_q, dim=-1)
     log_p = torch.log_softmax(f_p, dim=-1)
     return (log_q.exp() * (log_q - log_p)).sum(-1).clamp_min(0.0)

@@ -98,23 +98,35 @@ def check_trainable(bundle: ModelBundle, data: PreparedData, *, world: int = 1) 
         raise ValueError(f"train.batch_size={cfg.batch_size} is smaller than the number of processes ({world})")
 
 
-def draw_batch(bundle: ModelBundle, index_pool: torch.Tensor, g: torch.Generator, batch: int) -> dict[str, torch.Tensor]:
+def draw_batch(
+    bundle: ModelBundle, index_pool: torch.Tensor, g: torch.Generator, batch: int, latlon: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """The global batch of one step from its generator: row indices, anchors, timesteps and noise (CPU).
 
-    Draw order (indices, anchors, t, ε) is fixed: it defines the run's randomness.
+    Draw order (indices, anchors, t, ε) is fixed: it defines the run's randomness. ``latlon`` (every
+    item's location) is needed only for importance anchors.
     """
     index = index_pool[torch.randint(0, index_pool.numel(), (batch,), generator=g)]
-    return draw_noise(bundle, index, g) | {"index": index}
+    return draw_noise(bundle, index, g, None if latlon is None else latlon[index]) | {"index": index}
 
 
-def draw_noise(bundle: ModelBundle, index: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
-    """Anchors (shared by the batch), timesteps [B] and noise [B, D] for batch ``index`` (CPU)."""
+def draw_noise(bundle: ModelBundle, index: torch.Tensor, g: torch.Generator, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Anchors (shared by the batch; with their log areas when importance-sampled around ``targets``),
+    timesteps [B] and noise [B, D] for batch ``index`` (CPU)."""
     cfg = bundle.config
     b = index.shape[0]
-    a = anchors.uniform_random(cfg.diffusion.anchors_per_batch, g, dtype=torch.float32)
-    t = torch.randint(0, bundle.diffusion.schedule.steps, (b,), generator=g, device=g.device)
-    noise = torch.randn((b, bundle.dim), generator=g, device=g.device, dtype=torch.float32)
-    return {"anchors": a, "t": t, "noise": noise}
+    drawn: dict[str, torch.Tensor] = {}
+    if cfg.diffusion.anchor_sampling == "importance":
+        if targets is None:
+            raise ValueError("importance anchors need the batch's locations")
+        drawn["anchors"], drawn["anchor_log_weights"] = anchors.importance(
+            targets, cfg.diffusion.anchors_per_batch, g, degree=cfg.model.degree, uniform_share=cfg.diffusion.uniform_share
+        )
+    else:
+        drawn["anchors"] = anchors.uniform_random(cfg.diffusion.anchors_per_batch, g, dtype=torch.float32)
+    drawn["t"] = torch.randint(0, bundle.diffusion.schedule.steps, (b,), generator=g, device=g.device)
+    drawn["noise"] = torch.randn((b, bundle.dim), generator=g, device=g.device, dtype=torch.float32)
+    return drawn
 
 
 def batch_loss(
@@ -130,7 +142,7 @@ def batch_loss(
 ) -> torch.Tensor:
     """The loss of batch ``index`` (anchors, t and ε drawn from ``g`` for the whole batch), on ``rows`` only."""
     cfg = bundle.config
-    drawn = drawn if drawn is not None else draw_noise(bundle, index, g)
+    drawn = drawn if drawn is not None else draw_noise(bundle, index, g, data.latlon[index])
     rows = rows if rows is not None else slice(0, index.shape[0])
     idx = index[rows]
     cond = data.cond[idx].to(device)
@@ -142,6 +154,7 @@ def batch_loss(
         kind=cfg.diffusion.loss,
         l2_weight=cfg.diffusion.l2_weight,
         weighting=cfg.diffusion.weighting,
+        anchor_log_weights=drawn.get("anchor_log_weights"),
         snr_max=cfg.diffusion.snr_max,
         degree=cfg.model.degree,
         t=drawn["t"][rows],
@@ -223,7 +236,7 @@ def train(
             g = step_generator(cfg.seed, step)
             dropout_seed = int(torch.randint(0, 2**62, (1,), generator=g))
             torch.manual_seed(dropout_seed + rank)  # dropout stream (per rank: shards need their own masks)
-            drawn = draw_batch(bundle, train_idx, g, cfg.batch_size)
+            drawn = draw_batch(bundle, train_idx, g, cfg.batch_size, data.latlon)
             loss = batch_loss(bundle, data, drawn["index"], g, device, rows=rows, model=model, drawn=drawn)
             if world > 1:
                 loss = loss * share
