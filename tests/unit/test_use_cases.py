@@ -24,9 +24,9 @@ from tests.support.fakes import FakeCheckpoints, FakeCompute, FakeEmbedder, Fake
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def tiny_config(**train) -> RunConfig:
+def tiny_config(diffusion: dict | None = None, **train) -> RunConfig:
     return RunConfig.from_dict({
-        "model": {"degree": 3, "widths": [16, 8], "time_dim": 8}, "diffusion": {"steps": 10, "anchors_per_batch": 64},
+        "model": {"degree": 3, "widths": [16, 8], "time_dim": 8}, "diffusion": {"steps": 10, "anchors_per_batch": 64} | (diffusion or {}),
         "train": {"batch_size": 16, "steps": 6, "log_every": 2, "checkpoint_every": 3} | train,
         "data": {"val_fraction": 0.2, "test_fraction": 0.2}, "eval": {"samples": 2, "sampler_steps": 2, "max_items": 8},
         "workdir": "fake-runs",
@@ -116,6 +116,19 @@ def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one():
     a, _ = straight.load(Path("fake-runs/run-0001/checkpoints/step-00000006"))
     b, _ = checkpoints.load(Path("fake-runs/run-0001/checkpoints/step-00000006"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
+
+
+def test_importance_anchors_and_snr_weighting_train_reproducibly_and_change_the_update():
+    options = {"anchor_sampling": "importance", "uniform_share": 0.25, "weighting": "snr-clamp", "snr_max": 3.0}
+    runs = []
+    for diffusion in (options, options, None):
+        checkpoints = FakeCheckpoints()
+        run_training(tiny_config(diffusion), ports(FakeStore(), checkpoints, FakeRunFolder()), evaluate_after=False)
+        runs.append(checkpoints.load(Path("fake-runs/run-0001/checkpoints/step-00000006"))[0])
+    first, again, uniform = runs
+    model_keys = [k for k in first if k.startswith("model.")]
+    assert all(torch.equal(first[k], again[k]) for k in model_keys)  # randomness from (seed, step) only
+    assert any(not torch.equal(first[k], uniform[k]) for k in model_keys)  # the options reach the loss
 
 
 def test_a_run_being_trained_is_not_resumed_by_a_second_trainer():
