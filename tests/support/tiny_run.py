@@ -44,3 +44,66 @@ def make_photos(folder: Path, n: int, *, size: int = 24) -> list[Path]:
         Image.new("RGB", (size, size), ((37 * i) % 256, (91 * i) % 256, (53 * i + 20) % 256)).save(path)
         out.append(path)
     return out
+
+
+class HashEmbedder:
+    """An embedder without a model: a text's or a file's bytes hashed to a fixed vector (fast, deterministic).
+
+    An empty text or an unreadable file fails as with a real embedder. ``use_hash_embedder()`` makes the container
+    build it for every run, so the real CLI runs a :func:`make_hash_run` model in-process or in a subprocess.
+    """
+
+    id = "hash-16"
+    dim = 16
+
+    @staticmethod
+    def _vec(data: bytes) -> torch.Tensor:
+        import hashlib
+
+        g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(data).digest()[:6], "little"))
+        return torch.nn.functional.normalize(torch.randn(16, generator=g), dim=0)
+
+    def _embed(self, items, read):
+        from locdiff.ports import Embedded, ItemFailure
+
+        rows, index, failures = [], [], []
+        for i, item in enumerate(items):
+            try:
+                rows.append(self._vec(read(item)))
+                index.append(i)
+            except (OSError, ValueError) as exc:
+                failures.append(ItemFailure(str(item), f"cannot read: {exc}"))
+        return Embedded(torch.stack(rows) if rows else torch.empty(0, 16), tuple(index), tuple(failures))
+
+    def embed_texts(self, texts):
+        def read(t: str) -> bytes:
+            if not t.strip():
+                raise ValueError("empty text")
+            return t.encode()
+
+        return self._embed(texts, read)
+
+    def embed_images(self, paths):
+        return self._embed(paths, lambda p: Path(p).read_bytes())
+
+
+def use_hash_embedder() -> None:
+    """Every embedder the container builds is a :class:`HashEmbedder` (for the rest of this process)."""
+    import locdiff.container as container
+
+    container._embedder = lambda *args, **kwargs: HashEmbedder()
+
+
+def make_hash_run(root: Path, *, seed: int = 0) -> Path:
+    """``root/runs/run-0001``: a random degree-5 model over :class:`HashEmbedder` vectors (reads texts and images)."""
+    from adapters.checkpoints import SafetensorsCheckpointStore
+    from locdiff.config import RunConfig
+    from locdiff.core.bundle import ModelBundle
+
+    cfg = RunConfig.load(DEFAULT, {"model.degree": 5, "model.widths": [32, 16], "diffusion.steps": 20, "data.embedder": "clip"})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        bundle = ModelBundle.create(cfg, HashEmbedder.dim, HashEmbedder.id, torch.device("cpu"))
+    run = Path(root) / "runs" / "run-0001"
+    SafetensorsCheckpointStore().save(run / "checkpoints", bundle.tensors(), bundle.meta(1))
+    return run
