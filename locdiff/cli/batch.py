@@ -18,10 +18,13 @@ TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 
 def add_flags(p) -> None:
     p.add_argument("--out", help="batch mode: write one row per input to this .csv, .jsonl or .geojson file (resumable)")
-    p.add_argument("--format", dest="out_format", choices=("csv", "jsonl", "geojson"), help="output format (default: from --out's suffix)")
+    from locdiff.container import prediction_formats
+
+    p.add_argument("--format", dest="out_format", choices=prediction_formats(), help="output format (default: from --out's suffix)")
     p.add_argument("--save-samples", action="store_true", help="batch mode: also write each input's K decoded samples")
     p.add_argument("--chunk", type=flags.count, default=64, help="batch mode: inputs per model call (default 64)")
     p.add_argument("--no-places", action="store_true", help="batch mode: no place names (skips loading the geocoder)")
+    p.add_argument("--workers", type=int, default=2, help="batch mode: processes decoding photos (CLIP models; 0: none)")
 
 
 def wanted(args) -> bool:
@@ -32,7 +35,7 @@ def wanted(args) -> bool:
 
 
 def cmd_batch(args) -> int:
-    from locdiff.container import batch_inputs, build_batch_predictor, history_store, prediction_formats, prediction_sink
+    from locdiff.container import batch_inputs, build_batch_predictor, history_store, prediction_sink
     from locdiff.core.sampling import PredictSettings, SamplingSettings
 
     if args.text or len(args.images) != 1:
@@ -41,10 +44,9 @@ def cmd_batch(args) -> int:
         raise ValueError("batch predict needs --out FILE (.csv, .jsonl or .geojson)")
     if args.hybrid:
         raise ValueError("--hybrid is not available in batch mode; predict single photos with --hybrid")
-    assert args.out_format is None or args.out_format in prediction_formats()
     inputs = batch_inputs(args.images[0], sys.stdin)
     predictor = build_batch_predictor(Path(args.run), device=args.device, workdir=args.workdir, places=not args.no_places,
-                                      chunk=args.chunk)
+                                      chunk=args.chunk, image_workers=max(0, args.workers))
     sampling = SamplingSettings(sampler=args.sampler, steps=args.sampler_steps, projection=args.projection, samples=args.samples,
                                 reducer=args.reducer, seed=args.seed)
     settings = PredictSettings(sampling, top_modes=args.top, grid_lat=90, grid_lon=180)

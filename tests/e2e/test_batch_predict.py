@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from locdiff.cli.main import main
 from tests.support.tiny_run import make_hash_run, make_photos, use_hash_embedder
@@ -185,8 +186,26 @@ def test_real_images_with_the_tiny_clip_model(tmp_path):
     except ImportError:
         pass
     out = tmp_path / "out.jsonl"
-    assert predict(tmp_path, run, photos, out) == 0
+    assert predict(tmp_path, run, photos, out, "--workers", "2") == 0
     rows = {Path(r["input"]).name: r for r in jsonl(out)}
     assert rows["broken.jpg"]["error"] and rows["broken.jpg"]["lat"] is None
     assert all(r["error"] is None and r["modes"] for name, r in rows.items() if name != "broken.jpg")
     assert len(rows) == 5 + (photos / "IMG_1.HEIC").exists()
+
+
+@pytest.mark.slow
+def test_dataloader_decoding_gives_the_clip_embedders_vectors(tmp_path):
+    """Photos decoded by DataLoader worker processes embed to exactly the vectors of the in-process embedder."""
+    pytest.importorskip("open_clip")
+    from adapters.clip_embedder import OpenClipEmbedder
+    from adapters.image_loader import LoaderImageEmbedder
+    from tests.support.tiny_clip import save_tiny_test_model
+
+    clip = OpenClipEmbedder("ViT-B-32", str(save_tiny_test_model(tmp_path / "clip")), batch_size=3, progress=False)
+    paths = make_photos(tmp_path / "photos", 7)
+    shutil.copy(CORRUPT / "truncated_jpeg.jpg", tmp_path / "broken.jpg")
+    paths.insert(2, tmp_path / "broken.jpg")
+    ref = clip.embed_images(paths)
+    got = LoaderImageEmbedder(clip, workers=2).embed_images(paths)
+    assert got.index == ref.index == (0, 1, 3, 4, 5, 6, 7) and torch.equal(got.vectors, ref.vectors)
+    assert [f.item for f in got.failures] == [str(tmp_path / "broken.jpg")] and got.failures[0].reason == ref.failures[0].reason
