@@ -30,7 +30,7 @@ from adapters.images import ImageError
 from adapters.photos import PHOTO_SUFFIXES, read_gps
 from locdiff.ports import BatchInput
 
-__all__ = ["open_inputs", "FolderInputs", "TableInputs", "LineInputs"]
+__all__ = ["open_inputs", "inputs_from_values", "FolderInputs", "TableInputs", "LineInputs"]
 
 MAX_TABLE_BYTES = 4 << 30  # a CSV/JSONL of inputs larger than this is refused (far above 10 M rows of paths)
 
@@ -47,6 +47,20 @@ def open_inputs(source: str, stdin: TextIO | None = None):
         raise ValueError(f"{path}: expected a folder of photos, a .csv or .jsonl file of inputs, or '-' for stdin")
     check_regular_file(path, max_bytes=MAX_TABLE_BYTES, what="a CSV or JSONL file of inputs")
     return TableInputs(path, "csv" if suffix == ".csv" else "jsonl")
+
+
+def inputs_from_values(values) -> list[BatchInput]:
+    """Inputs from Python values (the API): a ``PathLike`` or a string naming an existing photo file is an image,
+    any other string a text."""
+    out = []
+    for i, value in enumerate(values):
+        if isinstance(value, os.PathLike) or (isinstance(value, str) and _photo_file(Path(value)) and Path(value).is_file()):
+            out.append(BatchInput(i, "image", os.fspath(value)))
+        elif isinstance(value, str):
+            out.append(BatchInput(i, "text", value))
+        else:
+            raise TypeError(f"input {i}: expected a text or an image path, got {type(value).__name__}")
+    return out
 
 
 def _gps(path: Path) -> tuple[float, float] | None:

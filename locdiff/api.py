@@ -26,9 +26,6 @@ from locdiff.core.sampling import PredictSettings, SamplingSettings
 from locdiff.core.summaries import density_at
 from locdiff.ports import BatchInput, ItemFailure
 
-#: File suffixes a string input is read as a photo by (when the file exists); anything else is a text.
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".png", ".webp", ".avif", ".heic", ".heif")
-
 Input = str | os.PathLike
 
 
@@ -44,17 +41,9 @@ def load(run: str | os.PathLike, *, device: str = "auto", workdir: str = "runs",
 
 
 def _inputs(items: Sequence[Input] | Input) -> list[BatchInput]:
-    if isinstance(items, (str, os.PathLike)):
-        items = [items]
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, os.PathLike) or (Path(item).suffix.lower() in PHOTO_SUFFIXES and Path(item).is_file()):
-            out.append(BatchInput(i, "image", os.fspath(item)))
-        elif isinstance(item, str):
-            out.append(BatchInput(i, "text", item))
-        else:
-            raise TypeError(f"input {i}: expected a text or an image path, got {type(item).__name__}")
-    return out
+    from locdiff.container import inputs_from_values
+
+    return inputs_from_values([items] if isinstance(items, (str, os.PathLike)) else list(items))
 
 
 class Model:

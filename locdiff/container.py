@@ -212,6 +212,13 @@ def geocoder():
     return NearestTown()
 
 
+def inputs_from_values(values):
+    """Batch inputs from Python values (the API): paths of existing photo files are images, other strings texts."""
+    from adapters.batch_inputs import inputs_from_values as inputs
+
+    return inputs(values)
+
+
 def batch_inputs(source: str, stdin=None):
     """The inputs of a batch prediction: a photo folder, a CSV/JSONL file or ``-`` (stdin lines)."""
     from adapters.batch_inputs import open_inputs

@@ -166,3 +166,13 @@ def test_a_file_that_is_not_this_batchs_output_is_never_overwritten(tmp_path):
     assert format_for(Path("a.GeoJSON")) == "geojson" and format_for(Path("a.txt"), "csv") == "csv"
     with pytest.raises(ValueError, match="suffix"):
         format_for(Path("a.txt"))
+
+
+def test_python_values_are_texts_or_photo_paths(tmp_path):
+    from adapters.batch_inputs import inputs_from_values
+
+    shutil.copy(PHOTOS / "bay-area-1.jpg", tmp_path / "p.jpg")
+    items = inputs_from_values(["Kyoto", str(tmp_path / "p.jpg"), tmp_path / "missing.png", str(tmp_path / "gone.jpg")])
+    assert [(i.index, i.kind) for i in items] == [(0, "text"), (1, "image"), (2, "image"), (3, "text")]
+    with pytest.raises(TypeError, match="input 0"):
+        inputs_from_values([42])
