@@ -79,7 +79,7 @@ def eval_rows(args, container, bundle, ckpt: Path, data, ev, settings, *, store,
     if args.hybrid == "geoclip":
         r = GEOCLIP_RADIUS_KM if args.hybrid_radius == "auto" else float(args.hybrid_radius)
         return {label(args, None, sampler): evaluate_hybrid(container.retriever(), data, args.split, ev, radius_km=r, store=store, run_id=run_id)}
-    train_data = training_data(container, bundle) if args.data else data  # the gallery: the model's own training split
+    train_data = training_data(container, bundle, args.data, data)  # the gallery: the model's own training split
     gallery = gallery_of(container.gallery(), train_data)
     rules = HYBRID_RULES if args.hybrid_rule == "auto" else (args.hybrid_rule,)
     fixed_r = None if args.hybrid_radius == "auto" else float(args.hybrid_radius)
@@ -97,12 +97,19 @@ def eval_rows(args, container, bundle, ckpt: Path, data, ev, settings, *, store,
     return {label(args, rule, sampler): metrics}
 
 
-def training_data(container, bundle):
-    """The model's own training data (its config's source, embedded by the container's embedder): gallery and validation."""
+def training_data(container, bundle, given: str | None, data):
+    """The model's own training data (gallery and validation): ``data`` itself unless ``--data`` names another file; the
+    built-in places are re-read, but a training CSV only when given (a checkpoint never chooses the files read)."""
     from locdiff.config import RunConfig, apply_overrides
     from locdiff.container import build_container
     from locdiff.services.data import prepare
 
+    source = bundle.config.data.source
+    if not given or (source != "places" and Path(given).resolve() == Path(source).resolve()):
+        return data
+    if source != "places":
+        raise ValueError(f"--hybrid gallery retrieves from the model's training data ({source}), which eval reads only when "
+                         f"given: use `compare RUN --data {source} --eval-data {given}`, or --hybrid geoclip for photos")
     where = {"workdir": container.config.workdir(), "store_url": container.config.store_url()}
     own = RunConfig.from_dict(apply_overrides(bundle.config.to_dict(), where))
     return prepare(build_container(own).dataset(), container.embedder(), own.data)

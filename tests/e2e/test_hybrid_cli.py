@@ -92,3 +92,49 @@ def test_hybrid_flags_refuse_bad_values(text_run, capsys):
     assert "invalid choice: 'somewhere'" in err and "radius > 0" in err
     assert main(["eval", str(run), "--compare", "--hybrid", "geoclip"]) == 2
     assert "--hybrid gallery" in capsys.readouterr().err
+    # another file evaluated: the training CSV (the gallery) is not read from the checkpoint's config
+    other = write_text_csv(run.parent.parent / "other.csv", n=30, seed=3)
+    assert main(["eval", str(run), "--data", str(other), "--hybrid", "--max-items", "4", "--samples", "2", "--sampler", "ddim:3"]) == 2
+    assert "compare RUN --data" in capsys.readouterr().err
+
+
+def test_compare_and_spatial_gain_a_locdiff_h_row_chosen_on_validation(tmp_path):
+    from adapters.gallery_retriever import GalleryCache
+    from locdiff.services import studies
+    from tests.e2e.test_studies import LocationEmbedder, SyntheticSource, tiny, tiny_config
+    from adapters.checkpoints import SafetensorsCheckpointStore
+    from adapters.compute import TorchCompute
+    from storage import SqlExperimentStore, sqlite_url
+
+    env = studies.StudyEnv(compute=TorchCompute("cpu"), checkpoints=SafetensorsCheckpointStore(keep_last=1),
+                           store=SqlExperimentStore(sqlite_url(tmp_path / "s.sqlite")), workdir=tmp_path,
+                           gallery=GalleryCache(tmp_path / "galleries"))
+    result = studies.compare(SyntheticSource(300), LocationEmbedder(), tiny_config(), env, tiny("compare", eval_items=30))
+    test_table = next(t for t in result.tables if t.startswith("test accuracy"))
+    (row,) = [r for r in result.tables[test_table] if r.startswith("LocDiff-H")]
+    # the synthetic condition encodes the location: retrieval from the training split is near-perfect at 750 km
+    assert result.tables[test_table][row]["acc@750km"] > 80
+    sweep = next(t for t in result.tables if t.startswith("LocDiff-H validation sweep"))
+    assert any(r.startswith("radius") for r in result.tables[sweep]) and any(r.startswith("density") for r in result.tables[sweep])
+    off = studies.compare(SyntheticSource(300), LocationEmbedder(), tiny_config(), env, tiny("compare", eval_items=30, hybrid=False))
+    assert not any(r.startswith("LocDiff-H") for rows in off.tables.values() for r in rows)
+    spatial = studies.spatial_study(SyntheticSource(300), LocationEmbedder(), tiny_config(), env,
+                                    tiny("spatial", eval_items=20, holdout_groups=("C1",)))
+    held = next(t for t in spatial.tables if t.startswith("held-out region"))
+    assert any(r.startswith("LocDiff-H") for r in spatial.tables[held])
+
+
+def test_eval_compare_hybrid_passes_the_gallery_row_and_every_item(monkeypatch, capsys):
+    from locdiff import cli
+    from locdiff.cli import studies as cli_studies
+
+    seen = []
+    monkeypatch.setattr(cli_studies, "cmd_compare", lambda a: seen.append(a) or 0)
+    assert cli.main(["eval", "runs/run-0001", "--compare", "--hybrid", "--data", "hidden.csv"]) == 0
+    assert cli.main(["eval", "runs/run-0001", "--compare", "--hybrid-val-items", "40", "--hybrid"]) == 0
+    assert cli.main(["eval", "runs/run-0001", "--compare"]) == 0
+    first, second, plain = seen
+    assert (first.no_hybrid, first.eval_data, first.eval_items >= 10**9, first.val_items >= 10**9) == (False, "hidden.csv", True, True)
+    assert (second.val_items, plain.no_hybrid) == (40, True)
+    assert cli.main(["eval", "runs/run-0001", "--compare", "--hybrid", "--hybrid-radius", "50"]) == 2
+    assert "chooses LocDiff-H's rule" in capsys.readouterr().err

@@ -28,8 +28,13 @@ def choose_hybrid(result: StudyResult, model: ModelBundle, data: PreparedData, e
     env.say("LocDiff-H: choosing the rule, R and λ on validation")
     selection = select_on_validation(gallery_of(env.gallery, data), model, data, settings.sampling(), device=env.compute.device,
                                      max_items=settings.val_items, progress=env.progress)
-    table = f"LocDiff-H validation sweep ({selection.items} validation items; mean accuracy over the five scales)"
+    table = f"LocDiff-H validation sweep ({selection.items} validation items; mean accuracy over the five scales; density: best λ per R)"
+    best: dict[tuple[str, float], tuple] = {}
     for rule, score, used in selection.sweep:
+        key = (rule.rule, rule.radius_km)
+        if key not in best or score > best[key][1]:
+            best[key] = (rule, score, used)
+    for rule, score, used in best.values():
         result.add_row(table, rule.describe(), {"mean_acc": score, "retrieved_pct": 100.0 * used})
     result.notes.append(f"LocDiff-H: gallery = the training split's own embeddings; rule chosen on validation: {selection.rule.describe()}.")
     return selection
