@@ -9,7 +9,8 @@ steps (batch 256, 2048 fresh anchors, AdamW 1e-3) and scored two ways:
   chain — DDPM-100 with no projection, 16 samples per prior: NLL of 40 site draws per prior under the
           16-sample mixture (core/scores), energy score (km), share of samples within 300 km of a site,
           total variation of site frequencies, mean code norm (a valid code has 4.51).
-Usage: python3 benchmarks/objective_synthetic.py [STEPS] [kind:head:weight,...]   (single thread)
+Usage: python3 benchmarks/objective_synthetic.py [STEPS] [kind:head:weight[:weighting[:anchors]],...]   (single thread)
+  weighting: uniform | snr-clamp (cap 5); anchors: uniform | importance (half in caps around the batch's targets)
 """
 import json, math, sys, time
 import torch
@@ -19,6 +20,7 @@ from locdiff.core.diffusion import Diffusion, Schedule
 from locdiff.core.network import CSUNet
 from locdiff.core import shdd, scores, geo
 from locdiff.core.decoding import decode
+from locdiff.core.anchors import importance as importance_anchors
 
 L = 15; D = (L + 1) ** 2; P = 48; STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 600
 g = torch.Generator().manual_seed(0)
@@ -58,7 +60,7 @@ def per_degree(x):  # [B, D] -> [B, L+1] block norms
     out.index_add_(1, OWN, x.double().square())
     return out.sqrt()
 
-def run(kind, fix_l0, w=1.0, steps=STEPS, seed=0):
+def run(kind, fix_l0, w=1.0, weighting="uniform", anchor_sampling="uniform", steps=STEPS, seed=0):
     torch.manual_seed(seed)
     net = CSUNet(D, 32, (256, 128, 64), 64, 0.0, 1.0, l0=1.0 if fix_l0 else None)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=5e-4)
@@ -68,7 +70,10 @@ def run(kind, fix_l0, w=1.0, steps=STEPS, seed=0):
         idx, ll = draw_batch(256, gen)
         z = torch.randn(2048, generator=gen, dtype=torch.float64) * 2 - 1
         a = torch.stack((torch.rad2deg(torch.asin(z.clamp(-1, 1))), torch.rand(2048, generator=gen, dtype=torch.float64) * 360 - 180), -1).float()
-        loss = diff.loss(net, ll, cond_of(idx), a, kind=kind, degree=L, generator=gen, l2_weight=w)
+        lw = None
+        if anchor_sampling == "importance":
+            a, lw = importance_anchors(ll, 2048, gen, degree=L)
+        loss = diff.loss(net, ll, cond_of(idx), a, kind=kind, degree=L, generator=gen, l2_weight=w, weighting=weighting, anchor_log_weights=lw)
         opt.zero_grad(); loss.backward(); opt.step()
     net.eval()
     return net, time.time() - t0
@@ -118,13 +123,16 @@ def chain(model, k=16):
 
 if __name__ == "__main__":
     configs = [("kl", False, 1.0), ("kl", True, 1.0), ("l2", False, 1.0), ("kl+l2", True, 0.5), ("kl+l2", True, 0.1)]
-    if len(sys.argv) > 2:
-        configs = [c for c in configs if f"{c[0]}:{int(c[1])}:{c[2]}" in sys.argv[2].split(",")]
+    if len(sys.argv) > 2:  # kind:head:weight[:weighting[:anchors]]
+        configs = []
+        for spec in sys.argv[2].split(","):
+            kind, head, w, *rest = spec.split(":")
+            configs.append((kind, bool(int(head)), float(w), *rest))
     res = {"oracle": chain(oracle)}
     print("oracle", res["oracle"], flush=True)
-    for kind, fix, w in configs:
-        net, secs = run(kind, fix, w)
-        name = f"{kind}{'+head' if fix else ''}{'' if kind != 'kl+l2' else f'(w={w})'}"
+    for kind, fix, w, *rest in configs:
+        net, secs = run(kind, fix, w, *rest)
+        name = f"{kind}{'+head' if fix else ''}{'' if kind != 'kl+l2' else f'(w={w})'}{''.join('+' + r for r in rest if r != 'uniform')}"
         res[name] = {"train_s": secs, "gap": gap(net), "chain": chain(net)}
         print(name, json.dumps(res[name]), flush=True)
     print(json.dumps(res))
