@@ -201,6 +201,7 @@ def build_batch_predictor(checkpoint: Path | None, *, device: str = "auto", work
     from locdiff.services.batch_prediction import BatchPredictor
 
     service = build_prediction_service(checkpoint, device=device, workdir=workdir)
+    service.embedder.progress = False  # the batch's own bar counts the items
     decode_in_workers(service.embedder, image_workers)
     return BatchPredictor(service, geocoder() if places else None, chunk=chunk)
 
