@@ -76,13 +76,14 @@ def gallery_of(provider: GalleryProvider, data) -> EmbeddingRetriever:
 
 
 def match(retriever: EmbeddingRetriever, cond: torch.Tensor, coeffs: torch.Tensor | None = None, *, depth: int = DEFAULT_DEPTH,
-          batch: int = 64) -> tuple[Matches, torch.Tensor | None]:
+          ) -> tuple[Matches, torch.Tensor | None]:
     """Each query's top-``depth`` gallery matches and (with the samples' SHDD ``coeffs`` [B, K, D]) the samples'
     mixture log density at every match [B, depth] (for the density rule; -inf at padding)."""
     sims, latlon = retriever.search(cond, depth)
     matches = Matches(sims.float(), latlon.double())
     if coeffs is None:
         return matches, None
+    batch = max(1, (1 << 23) // (depth * coeffs.shape[-1]))  # the harmonics of a batch's matches: <= 64 MiB
     pad = ~torch.isfinite(latlon).all(-1)
     where = latlon.double().masked_fill(pad[..., None], 0.0)
     parts = [mixture_log_density(coeffs[s : s + batch].double(), where[s : s + batch]) for s in range(0, len(matches), batch)]
