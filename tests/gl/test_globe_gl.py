@@ -76,6 +76,7 @@ def test_heat_layer_is_drawn_at_the_predicted_point(globe):
     globe.overlay.setVisible(False)  # look at the heat itself, not the markers drawn on top
     globe.show_prediction(vp, contours)
     globe.samples.setVisible(False)
+    globe.arc.setVisible(False)  # the point→truth arc starts at the centre, in a direction that varies per draw
     globe.zoom_to(2.4)
     settle()
     img = to_array(globe.grabFramebuffer())[..., :3].astype(int)
@@ -85,8 +86,9 @@ def test_heat_layer_is_drawn_at_the_predicted_point(globe):
     settle()
     plain = to_array(globe.grabFramebuffer())[..., :3].astype(int)
     base = plain[h // 2 - 3: h // 2 + 4, w // 2 - 3: w // 2 + 4].reshape(-1, 3).mean(0)
-    # hot (orange/yellow) over the point, yet translucent (alpha <= 0.6): the Earth still shows through
-    assert centre[0] > base[0] + 60 and centre[0] > centre[2] + 30, (centre, base)
+    # hot (orange to the colour map's pale-yellow top, (252, 255, 164)) over the point, yet translucent
+    # (alpha <= 0.6): the Earth still shows through. The demo draws afresh, so the point sits on the peak or beside it.
+    assert centre[0] > base[0] + 60 and centre[0] > centre[2] + 15, (centre, base)
     assert centre[0] < 0.6 * 255 + 0.4 * base[0] + 8  # not opaque
     assert np.abs(plain - img).sum(-1).max() > 100
     globe.heat.setVisible(True)
