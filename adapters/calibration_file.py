@@ -7,14 +7,13 @@ checkpoint of the run (e.g. before training was resumed) is reported and not app
 
 from __future__ import annotations
 
-import json
-import warnings
 from pathlib import Path
 
-from locdiff.core.calibration import Calibrator
-from adapters.atomic import atomic_open
-from adapters.files import open_regular
+from adapters.run_sidecar import read_sidecar, run_folder, write_sidecar
 from locdiff.config import structure
+from locdiff.core.calibration import Calibrator
+
+__all__ = ["FILE_NAME", "load_calibration", "run_folder", "save_calibration", "checked_calibrator"]
 
 FILE_NAME = "calibration.json"
 FORMAT = 1
@@ -25,39 +24,18 @@ MAX_CELLS = 720 * 1440 * 4  # fine cells of a map: bounds time and memory of eve
 MAX_SCORES = 1_000_000
 
 
-def run_folder(checkpoint: Path) -> Path:
-    """``runs/run-0001/checkpoints/step-00001500`` → ``runs/run-0001``; a bare checkpoint folder → its parent."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-
-
 def save_calibration(checkpoint: Path, calibrator: Calibrator) -> Path:
-    path = run_folder(checkpoint) / FILE_NAME
-    payload = {"format": FORMAT, "checkpoint": Path(checkpoint).name, "calibrator": calibrator.to_dict()}
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1)
-    return path
+    return write_sidecar(checkpoint, FILE_NAME, FORMAT, "calibrator", calibrator.to_dict())
 
 
 def load_calibration(checkpoint: Path) -> Calibrator | None:
     """The calibrator fitted for ``checkpoint``, or None (no file, or fitted for another checkpoint: warns)."""
-    path = run_folder(checkpoint) / FILE_NAME
-    if not path.exists():
+    found = read_sidecar(checkpoint, FILE_NAME, FORMAT, "calibrator", what="a calibration file", max_bytes=MAX_BYTES,
+                         made="fitted", stale="credible regions are raw (rerun `study calibration --run`)")
+    if found is None:
         return None
-    try:
-        with open_regular(path, max_bytes=MAX_BYTES, what="a calibration file") as f:
-            payload = json.loads(f.read().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable calibration file ({exc})") from None
-    except RecursionError:
-        raise ValueError(f"{path}: not a readable calibration file (JSON nested too deeply)") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: field 'format' must be {FORMAT}, got {payload.get('format') if isinstance(payload, dict) else payload!r}")
-    if payload.get("checkpoint") != Path(checkpoint).name:
-        warnings.warn(f"{path}: fitted for checkpoint {payload.get('checkpoint')!r}, not {Path(checkpoint).name!r}; "
-                      "credible regions are raw (rerun `study calibration --run`)", stacklevel=2)
-        return None
-    return checked_calibrator(payload.get("calibrator"), where=f"{path} (field 'calibrator')")
+    path, body = found
+    return checked_calibrator(body, where=f"{path} (field 'calibrator')")
 
 
 def checked_calibrator(data: object, *, where: str) -> Calibrator:
