@@ -21,7 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from locdiff.core.anchors import ANCHOR_SAMPLINGS
-from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS, SCHEDULES, WEIGHTINGS
+from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PARAMETERIZATIONS, PROJECTIONS, SAMPLERS, SCHEDULES, WEIGHTINGS
 from locdiff.core.reduction import REDUCERS
 from locdiff.core.sampling import SamplingSettings
 
@@ -47,6 +47,7 @@ class ModelConfig:
     dropout: float = attrs.field(default=0.3, converter=float, validator=[v.ge(0.0), v.lt(1.0)])
     siren_w0: float = attrs.field(default=1.0, converter=float, validator=v.gt(0.0))
     fix_l0: bool = attrs.field(default=False, validator=v.instance_of(bool))  # output head: l = 0 held at a code's constant
+    parameterization: str = attrs.field(default="x0", validator=v.in_(PARAMETERIZATIONS))  # the output means x0 or v
 
 
 @attrs.frozen

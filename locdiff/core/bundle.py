@@ -63,8 +63,10 @@ class ModelBundle:
     @classmethod
     def create(cls, config: RunConfig, cond_dim: int, embedder_id: str, device: torch.device) -> "ModelBundle":
         m = config.model
-        net = CSUNet((m.degree + 1) ** 2, cond_dim, m.widths, m.time_dim, m.dropout, m.siren_w0, l0=1.0 if m.fix_l0 else None).to(device)
-        diffusion = Diffusion(Schedule.make(config.diffusion.schedule, config.diffusion.steps))
+        net = CSUNet((m.degree + 1) ** 2, cond_dim, m.widths, m.time_dim, m.dropout, m.siren_w0).to(device)
+        # the l = 0 head acts on the x0 prediction, after the output is turned into x0 (model.parameterization)
+        diffusion = Diffusion(Schedule.make(config.diffusion.schedule, config.diffusion.steps),
+                              parameterization=m.parameterization, l0=1.0 if m.fix_l0 else None)
         return cls(config=config, net=net, diffusion=diffusion, embedder_id=embedder_id, cond_dim=cond_dim)
 
     def meta(self, step: int) -> dict[str, Any]:

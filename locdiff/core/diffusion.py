@@ -24,6 +24,9 @@ WEIGHTINGS = ("uniform", "snr-clamp")
 SCHEDULES = ("cosine", "linear")
 SAMPLERS = ("ddpm", "ddim", "dpmpp2m", "dpmpp2m-sde")  # every sampler Diffusion.sample knows (one list: CLI, configs, the app)
 PROJECTIONS = ("none", "clip", "norm", "degree", "snap")
+# What the network's output means: "x0" the clean latent (the paper's); "v" the velocity
+# v = sqrt(ᾱ) ε − sqrt(1−ᾱ) x0 (Salimans & Ho 2022), turned into x0 = sqrt(ᾱ) x_t − sqrt(1−ᾱ) v (README: objective).
+PARAMETERIZATIONS = ("x0", "v")
 DEFAULT_PROJECTION = "snap"  # best on validation (README: samplers table)
 
 
@@ -182,6 +185,23 @@ class Diffusion:
     schedule: Schedule
     data_scale: float = math.sqrt(4 * math.pi)
     projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=attrs.validators.in_(PROJECTIONS))
+    parameterization: str = attrs.field(default="x0", validator=attrs.validators.in_(PARAMETERIZATIONS))
+    l0: float | None = None  # output head: the x0 prediction's l = 0 entry held at this constant (a latent's is 1)
+
+    def predict_x0(self, model: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The network's x0 prediction at ``(x_t, t)`` whatever its output means (:data:`PARAMETERIZATIONS`).
+
+        ``"v"``: ``x0 = sqrt(ᾱ_t) x_t − sqrt(1−ᾱ_t) v̂`` — at low noise x0 stays next to ``x_t`` and the
+        network only corrects it (for unit-variance data this is EDM's skip/output scaling); at high noise
+        ``x0 ≈ −v̂``, the plain x0 prediction. Losses and samplers see x0 either way.
+        """
+        out = model(x, t, cond)
+        if self.parameterization == "v":
+            abar = _at(self.schedule.alphas_cumprod, t, x)
+            out = abar.sqrt() * x - (1 - abar).sqrt() * out
+        if self.l0 is not None:
+            out = torch.cat((out.new_full(out.shape[:-1] + (1,), self.l0), out[..., 1:]), dim=-1)
+        return out
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε``."""
@@ -233,7 +253,7 @@ class Diffusion:
         elif noise.shape != x0.shape:
             raise ValueError(f"noise must have shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
         t, noise = t.to(x0.device), noise.to(device=x0.device, dtype=x0.dtype)
-        pred = model(self.q_sample(x0, t, noise), t, cond)
+        pred = self.predict_x0(model, self.q_sample(x0, t, noise), t, cond)
         per_item = self._per_item_loss(kind, pred, x0, target_latlon, anchors, l2_weight, anchor_log_weights)
         if weighting == "uniform":
             return per_item.mean()
@@ -301,7 +321,7 @@ class Diffusion:
             tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             # the last x0 is the answer: keep it continuous (decode refines it); never snap it to the grid
             last_kind = "degree" if projection == "snap" and i + 1 == len(times) else projection
-            x0 = project_codes(model(x, tt, cond), last_kind, self.data_scale)
+            x0 = project_codes(self.predict_x0(model, x, tt, cond), last_kind, self.data_scale)
             prev = times[i + 1] if i + 1 < len(times) else -1
             a_t, a_prev = abar[t], (abar[prev] if prev >= 0 else one)  # float64 coefficients
             if prev < 0:  # ᾱ = 1: the clean latent is the last x0 prediction

@@ -48,7 +48,7 @@ def one_step_coefficients(bundle: ModelBundle, cond: torch.Tensor, *, samples: i
         c = cond[start : start + batch].to(device).repeat_interleave(samples, 0)
         x = torch.randn(c.shape[0], bundle.dim, generator=g).to(device=device, dtype=c.dtype)
         t = torch.full((c.shape[0],), t_last, dtype=torch.long, device=device)
-        out.append((bundle.net(x, t, c) / bundle.diffusion.data_scale).reshape(-1, samples, bundle.dim).cpu())
+        out.append((bundle.diffusion.predict_x0(bundle.net, x, t, c) / bundle.diffusion.data_scale).reshape(-1, samples, bundle.dim).cpu())
     return torch.cat(out)
 
 

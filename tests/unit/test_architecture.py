@@ -155,7 +155,7 @@ def test_the_size_check_fails_on_a_long_module_and_a_long_command(tmp_path):
 # --------------------------------------------------------------------------- one source per choice list
 #: Every list of choices and its one home (a tuple literal, or a dict literal whose keys are the choices).
 CHOICE_LISTS = {
-    "locdiff/core/diffusion.py": ("SAMPLERS", "PROJECTIONS", "LOSSES", "SCHEDULES", "WEIGHTINGS"),
+    "locdiff/core/diffusion.py": ("SAMPLERS", "PROJECTIONS", "LOSSES", "SCHEDULES", "WEIGHTINGS", "PARAMETERIZATIONS"),
     "locdiff/core/reduction.py": ("REDUCERS",),
     "locdiff/core/hybrid.py": ("HYBRID_RULES",),
     "locdiff/services/hybrid.py": ("HYBRID_SOURCES",),

@@ -9,7 +9,7 @@ import torch
 
 from locdiff.core import anchors as anchor_sets
 from locdiff.core import shdd
-from locdiff.core.diffusion import LOSSES, WEIGHTINGS, Diffusion, Schedule
+from locdiff.core.diffusion import LOSSES, PARAMETERIZATIONS, WEIGHTINGS, Diffusion, Schedule
 from locdiff.core.network import CSUNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -96,3 +96,62 @@ def test_posterior_mean_minimises_both_terms_but_the_kl_cannot_see_l0_or_pin_the
     kl_shift, l2_shift = _expected_losses(shifted, sites, weights, anchors, degree)
     assert kl_shift == pytest.approx(kl0, abs=1e-9)  # blind to l = 0
     assert l2_shift - l20 == pytest.approx(9.0 / mean.shape[1], rel=1e-6)  # pinned by L2
+
+
+def _v_of(diff: Diffusion, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    abar = diff.schedule.alphas_cumprod.double()[t][:, None]
+    return abar.sqrt() * noise - (1 - abar).sqrt() * x0
+
+
+@torch.no_grad()
+def test_v_parameterization_turns_the_true_velocity_into_the_clean_latent():
+    assert PARAMETERIZATIONS == ("x0", "v")
+    diff = Diffusion(Schedule.make("cosine", 100), parameterization="v")
+    g = torch.Generator().manual_seed(3)
+    x0 = shdd.encode(torch.tensor([[40.0, -3.0], [-33.9, 151.2], [35.7, 139.7], [0.0, 0.0]]), 4).double() * SCALE
+    t, noise = torch.tensor([0, 30, 70, 99]), torch.randn(4, 25, generator=g, dtype=torch.float64)
+    xt = diff.q_sample(x0, t, noise)
+    truth_v = _v_of(diff, x0, t, noise)
+    got = diff.predict_x0(lambda x, tt, c: truth_v, xt, t, None)
+    assert torch.allclose(got, x0, atol=1e-9)
+    # a wrong velocity moves x0 by sqrt(1 - ᾱ_t) times the error: little at low noise, fully at high noise
+    err = diff.predict_x0(lambda x, tt, c: truth_v + 1.0, xt, t, None) - x0
+    abar = diff.schedule.alphas_cumprod.double()[t]
+    assert torch.allclose(err, -(1 - abar).sqrt()[:, None].expand_as(err), atol=1e-9)
+    assert float(err[0].abs().max()) < 0.05 and float(err[3].abs().max()) > 0.99
+
+
+@torch.no_grad()
+def test_the_l0_head_holds_the_x0_prediction_for_either_parameterization():
+    x, t = torch.randn(6, 16), torch.randint(0, 50, (6,))
+    for kind in ("x0", "v"):
+        diff = Diffusion(Schedule.make("cosine", 50), parameterization=kind, l0=1.0)
+        free = Diffusion(Schedule.make("cosine", 50), parameterization=kind)
+        net = lambda xx, tt, c: 3.0 * xx + 1.0  # noqa: E731
+        held, plain = diff.predict_x0(net, x, t, None), free.predict_x0(net, x, t, None)
+        assert torch.equal(held[:, 0], torch.ones(6)) and torch.equal(held[:, 1:], plain[:, 1:])
+        assert not torch.allclose(plain[:, 0], torch.ones(6))
+
+
+@torch.no_grad()
+def test_v_and_x0_denoisers_of_the_same_oracle_sample_the_same_chain():
+    """The exact E[x0|x_t] (core/oracle.py) written as a velocity gives the x0 chain, step for step."""
+    from locdiff.core.oracle import ExactDenoiser, FinitePriors
+
+    sched = Schedule.make("cosine", 100)
+    prior = FinitePriors.single([[40.4, -3.7], [-33.9, 151.2], [35.7, 139.7]], [0.6, 0.3, 0.1])
+    exact = ExactDenoiser(prior, sched, 5)
+    abar = sched.alphas_cumprod
+
+    def as_v(x, t, c):
+        a = abar[t].to(x.dtype)[:, None]
+        return (a.sqrt() * x - exact(x, t, c)) / (1 - a).sqrt()
+
+    cond = torch.zeros(64, 1, dtype=torch.float64)
+    for sampler, steps in (("ddpm", None), ("dpmpp2m", 15)):
+        runs = []
+        for kind, model in (("x0", exact), ("v", as_v)):
+            g = torch.Generator().manual_seed(5)
+            runs.append(Diffusion(sched, projection="none", parameterization=kind).sample(
+                model, cond, dim=36, sampler=sampler, steps=steps, generator=g))
+        assert torch.allclose(runs[0], runs[1], atol=1e-6)

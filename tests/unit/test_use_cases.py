@@ -131,6 +131,21 @@ def test_importance_anchors_and_snr_weighting_train_reproducibly_and_change_the_
     assert any(not torch.equal(first[k], uniform[k]) for k in model_keys)  # the options reach the loss
 
 
+def test_a_v_parameterized_model_trains_and_reloads_as_a_v_model_with_its_l0_head():
+    checkpoints = FakeCheckpoints()
+    config = attrs.evolve(tiny_config({"loss": "kl+l2", "l2_weight": 0.5}),
+                          model=attrs.evolve(tiny_config().model, parameterization="v", fix_l0=True))
+    run_training(config, ports(FakeStore(), checkpoints, FakeRunFolder()), evaluate_after=False)
+    tensors, meta = checkpoints.load(Path("fake-runs/run-0001/checkpoints/step-00000006"))
+    bundle = ModelBundle.from_checkpoint(tensors, meta, torch.device("cpu"))
+    assert bundle.diffusion.parameterization == "v" and bundle.diffusion.l0 == 1.0
+    x, t, c = torch.randn(4, bundle.dim), torch.tensor([0, 3, 6, 9]), torch.randn(4, bundle.cond_dim)
+    x0 = bundle.diffusion.predict_x0(bundle.net, x, t, c)
+    assert torch.equal(x0[:, 0], torch.ones(4))
+    abar = bundle.diffusion.schedule.alphas_cumprod.float()[t][:, None]
+    assert torch.allclose(x0[:, 1:], (abar.sqrt() * x - (1 - abar).sqrt() * bundle.net(x, t, c))[:, 1:], atol=1e-6)
+
+
 def test_a_run_being_trained_is_not_resumed_by_a_second_trainer():
     store, checkpoints, folder = FakeStore(), FakeCheckpoints(), FakeRunFolder()
     first = run_training(tiny_config(), ports(store, checkpoints, folder), evaluate_after=False)

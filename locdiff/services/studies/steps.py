@@ -64,7 +64,7 @@ def one_step_points(bundle: ModelBundle, cond: torch.Tensor, *, device: torch.de
     for start in range(0, cond.shape[0], batch):
         c = cond[start : start + batch].to(device)
         x = torch.randn(c.shape[0], bundle.dim, generator=g).to(device=device, dtype=c.dtype)
-        x0 = bundle.net(x, torch.full((c.shape[0],), last, dtype=torch.long, device=device), c) / bundle.diffusion.data_scale
+        x0 = bundle.diffusion.predict_x0(bundle.net, x, torch.full((c.shape[0],), last, dtype=torch.long, device=device), c) / bundle.diffusion.data_scale
         out.append(decode(x0.float()).double().cpu())
     return torch.cat(out)
 
