@@ -4,6 +4,7 @@ Registered on ``python -m locdiff.cli`` by ``cli_studies.register(sub)``::
 
     python -m locdiff.cli compare RUN_DIR                      # LocDiffusion vs kNN / grid / regression on test
     python -m locdiff.cli study anchors|losses|spatial|calibration|degrees|compare [--run RUN_DIR] [--quick]
+    python -m locdiff.cli study anchor-sampling [--degrees 15,31,47] [--spread-draws 20]   # uniform vs importance anchors
     python -m locdiff.cli report RUN_ID [RUN_ID ...] [--out reports/]
     python -m locdiff.cli convert mp16|im2gps3k|yfcc4k|yfcc26k|osv5m META.csv --out data.csv   # for train --data
 
@@ -101,6 +102,7 @@ def _settings(args, study: str):
         losses=tuple(args.losses.split(",")) if args.losses else None,
         holdout_groups=tuple(args.holdout_groups.split(",")) if args.holdout_groups else None,
         holdout_lat_band=band, hybrid=False if getattr(args, "no_hybrid", False) else None,
+        spread_draws=getattr(args, "spread_draws", None),
     )
 
 
@@ -110,7 +112,7 @@ def _given_model(study: str, args, kwargs: dict[str, Any]):
 
     if not args.run:
         return None
-    if study in ("losses", "spatial", "degrees"):
+    if study in ("losses", "spatial", "degrees", "anchor-sampling"):
         raise ValueError(f"study {study!r} trains its own models; --run is only for compare, anchors and calibration")
     bundle, ckpt = load_model(Path(args.run), torch.device("cpu"))
     kwargs["bundle"] = bundle
@@ -226,7 +228,8 @@ def _study_options(p: argparse.ArgumentParser) -> None:
                    help="x0 projection between sampling steps (default snap)")
     p.add_argument("--baseline-steps", type=int, help="training steps of the grid classifier and regression")
     p.add_argument("--anchor-sizes", help="Fibonacci grid sizes for the anchor study, e.g. 21000,100000,500000,1000000")
-    p.add_argument("--degrees", help="degrees for the degree study, e.g. 15,23,31,47")
+    p.add_argument("--degrees", help="degrees for the degree and anchor-sampling studies, e.g. 15,23,31,47")
+    p.add_argument("--spread-draws", type=int, help="anchor-sampling study: fresh anchor sets per KL spread (default 20)")
     p.add_argument("--losses", help="losses for the loss study, e.g. kl,l1,l2,cosine")
     p.add_argument("--holdout-groups", help="spatial study: comma-separated country codes held out")
     p.add_argument("--holdout-lat-band", help="spatial study: hold out latitudes LO,HI instead of countries")

@@ -102,6 +102,30 @@ def importance(
     return points.to(dtype), (-torch.log(n * density)).to(dtype)
 
 
+def draw(
+    sampling: str,
+    n: int,
+    generator: torch.Generator | None = None,
+    *,
+    targets: torch.Tensor | None = None,
+    degree: int,
+    uniform_share: float = 0.5,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One batch's KL anchors by ``sampling`` (:data:`ANCHOR_SAMPLINGS`): ``(anchors [n, 2], log_area [n] or None)``.
+
+    ``"uniform"``: :func:`uniform_random` (equal areas, ``None``); ``"importance"``: :func:`importance`
+    around the batch's ``targets`` [B, 2].
+    """
+    if sampling == "uniform":
+        return uniform_random(n, generator, dtype=dtype), None
+    if sampling != "importance":
+        raise ValueError(f"unknown anchor sampling {sampling!r}; expected one of {ANCHOR_SAMPLINGS}")
+    if targets is None:
+        raise ValueError("importance anchors need the batch's locations")
+    return importance(targets, n, generator, degree=degree, uniform_share=uniform_share, dtype=dtype)
+
+
 def gallery(latlon: torch.Tensor, *, dedupe: bool = True) -> torch.Tensor:
     """Anchors from a gallery of coordinates (e.g. the training set), validated, optionally de-duplicated."""
     latlon = validate_latlon(latlon, "gallery")

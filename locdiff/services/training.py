@@ -116,14 +116,10 @@ def draw_noise(bundle: ModelBundle, index: torch.Tensor, g: torch.Generator, tar
     cfg = bundle.config
     b = index.shape[0]
     drawn: dict[str, torch.Tensor] = {}
-    if cfg.diffusion.anchor_sampling == "importance":
-        if targets is None:
-            raise ValueError("importance anchors need the batch's locations")
-        drawn["anchors"], drawn["anchor_log_weights"] = anchors.importance(
-            targets, cfg.diffusion.anchors_per_batch, g, degree=cfg.model.degree, uniform_share=cfg.diffusion.uniform_share
-        )
-    else:
-        drawn["anchors"] = anchors.uniform_random(cfg.diffusion.anchors_per_batch, g, dtype=torch.float32)
+    drawn["anchors"], log_area = anchors.draw(cfg.diffusion.anchor_sampling, cfg.diffusion.anchors_per_batch, g, targets=targets,
+                                              degree=cfg.model.degree, uniform_share=cfg.diffusion.uniform_share)
+    if log_area is not None:
+        drawn["anchor_log_weights"] = log_area
     drawn["t"] = torch.randint(0, bundle.diffusion.schedule.steps, (b,), generator=g, device=g.device)
     drawn["noise"] = torch.randn((b, bundle.dim), generator=g, device=g.device, dtype=torch.float32)
     return drawn

@@ -252,3 +252,26 @@ def test_study_models_depend_on_the_seed_alone(env):
     torch.rand(1000)  # consume the global generator differently
     second = studies.train_model(config, data, fresh, experiment="b").bundle.tensors()
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_anchor_sampling_study_writes_both_samplings_per_degree(env):
+    """Issue #11: one model per degree × anchor sampling, each with accuracy, step time and both estimators' spread."""
+    from locdiff.core.anchors import ANCHOR_SAMPLINGS
+
+    settings = tiny("anchor-sampling", degrees=(5, 9), spread_draws=4, spread_levels=(0.0, 0.9))
+    result = studies.anchor_sampling_study(SyntheticSource(), LocationEmbedder(), tiny_config(), env, settings)
+    accuracy, *_ = result.tables.values()
+    expected = [f"L={L}, {s} anchors" for L in (5, 9) for s in ANCHOR_SAMPLINGS]
+    assert list(accuracy) == expected
+    for values in accuracy.values():
+        assert values["s_per_step"] > 0 and 0 <= values["acc@750km"] <= 100
+        for s in ANCHOR_SAMPLINGS:
+            assert values[f"spread {s} (%)"] >= 0 and values[f"KL {s}"] > 0
+    assert set(result.model_runs) == {f"L{L}-{s}" for L in (5, 9) for s in ANCHOR_SAMPLINGS}
+    configs = {k: env.store.get_run(r).config for k, r in result.model_runs.items()}
+    assert {k: (c["model"]["degree"], c["diffusion"]["anchor_sampling"]) for k, c in configs.items()} == {
+        f"L{L}-{s}": (L, s) for L in (5, 9) for s in ANCHOR_SAMPLINGS}
+    spread = next(rows for title, rows in result.tables.items() if title.startswith("relative spread (%) of the batch-mean KL"))
+    assert len(spread) == 2 * len(expected)  # each model measured with both estimators
+    last = tiny_config().diffusion.steps - 1
+    assert all(list(v) == ["t ~ U", "t=0", f"t={round(0.9 * last)}"] for v in spread.values())

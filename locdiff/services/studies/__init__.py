@@ -10,6 +10,7 @@ One module per study:
 * :mod:`.losses` — :func:`loss_study`: SHDD-KL vs L1 vs L2 vs cosine (Table 8).
 * :mod:`.spatial` — :func:`spatial_study`: whole regions held out of training.
 * :mod:`.degrees` — :func:`degree_study`: L = 15 … 47: accuracy, training time, peak memory (Fig. 4a).
+* :mod:`.anchor_sampling` — :func:`anchor_sampling_study`: uniform vs importance KL anchors per degree (issue #11).
 * :mod:`.calibration` — :func:`calibration_study`: coverage of credible regions, raw and calibrated on validation.
 * :mod:`.sampler` — ``study sampler``: every sampler × steps × x0 projection against the exact oracle (no data, no model).
 
@@ -25,6 +26,7 @@ from collections.abc import Callable
 
 from locdiff.core.tables import ACC_KEYS, StudyResult, format_generic_table, format_result
 from locdiff.services.data import PreparedData, prepare
+from locdiff.services.studies.anchor_sampling import anchor_sampling_study, loss_spread
 from locdiff.services.studies.anchors import anchor_study, relative_change
 from locdiff.services.studies.calibration import calibration_study
 from locdiff.services.studies.comparison import compare
@@ -50,11 +52,12 @@ RUNNERS: dict[str, Callable[..., StudyResult]] = {
     "spatial": spatial_study,
     "calibration": calibration_study,
     "degrees": degree_study,
+    "anchor-sampling": anchor_sampling_study,
 }
 
 __all__ = [
     "ACC_KEYS", "DEFAULT_HOLDOUT", "RUNNERS", "STUDIES", "MemoryProbe", "PreparedData", "Sampled", "StudyEnv", "StudyResult",
-    "StudySettings", "TrainedModel", "anchor_study", "calibration_study", "compare", "default_settings", "degree_study",
-    "format_generic_table", "format_result", "locdiff_metrics", "loss_study", "one_step_points", "prepare", "relative_change",
+    "StudySettings", "TrainedModel", "anchor_sampling_study", "anchor_study", "calibration_study", "compare", "default_settings", "degree_study",
+    "format_generic_table", "format_result", "locdiff_metrics", "loss_spread", "loss_study", "one_step_points", "prepare", "relative_change",
     "reusable_model", "sample_items", "spatial_study", "study_config", "train_model",
 ]

@@ -14,7 +14,7 @@ from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMP
 from locdiff.core.sampling import SamplingSettings
 from locdiff.ports import CheckpointStore, Compute, ExperimentStore, GalleryProvider, MemoryProbe, ProgressFactory
 
-STUDIES = ("compare", "anchors", "losses", "spatial", "calibration", "degrees")
+STUDIES = ("compare", "anchors", "losses", "spatial", "calibration", "degrees", "anchor-sampling")
 #: six countries on six continents, ~6 % of the default 16,000 places
 DEFAULT_HOLDOUT = ("ES", "PL", "NG", "TH", "CO", "AU")
 #: the loss study compares the paper's Table 8 losses (any of ``LOSSES`` may be given with --losses)
@@ -49,6 +49,8 @@ class StudySettings:
     holdout_lat_band: tuple[float, float] | None = attrs.field(default=None, converter=attrs.converters.optional(_tuple))
     calibration_grid: tuple[int, int, int] = attrs.field(default=(180, 360, 1), converter=_tuple)  # n_lat, n_lon, sub
     hybrid: bool = True  # compare / spatial: a LocDiff-H row (training-split gallery, rule chosen on val_items validation items)
+    spread_draws: int = attrs.field(default=20, validator=attrs.validators.ge(2))  # anchor-sampling: fresh anchor sets per KL
+    spread_levels: tuple[float, ...] = attrs.field(default=(0.1, 0.5, 0.9), converter=_tuple)  # ... at these t / (T − 1)
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self, value_serializer=lambda inst, field, value: list(value) if isinstance(value, tuple) else value)
@@ -71,6 +73,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "spatial": dict(steps=2500, eval_items=500),
     "calibration": dict(steps=2500, eval_items=500, val_items=250),
     "degrees": dict(steps=800, eval_items=300),
+    "anchor-sampling": dict(steps=800, eval_items=300, val_items=256, degrees=(15, 31, 47)),
 }
 _QUICK = dict(
     steps=30, batch_size=64, eval_items=24, val_items=24, samples=4, sampler_steps=5, baseline_steps=60,
