@@ -9,8 +9,9 @@ steps (batch 256, 2048 fresh anchors, AdamW 1e-3) and scored two ways:
   chain — DDPM-100 with no projection, 16 samples per prior: NLL of 40 site draws per prior under the
           16-sample mixture (core/scores), energy score (km), share of samples within 300 km of a site,
           total variation of site frequencies, mean code norm (a valid code has 4.51).
-Usage: python3 benchmarks/objective_synthetic.py [STEPS] [kind:head:weight[:weighting[:anchors]],...]   (single thread)
-  weighting: uniform | snr-clamp (cap 5); anchors: uniform | importance (half in caps around the batch's targets)
+Usage: python3 benchmarks/objective_synthetic.py [STEPS] [kind:head:weight[:weighting[:anchors[:param]]],...]   (single thread)
+  weighting: uniform | snr-clamp (cap 5); anchors: uniform | importance (half in caps around the batch's targets);
+  param: x0 | v (what the network's output means, model.parameterization)
 """
 import json, math, sys, time
 import torch
@@ -60,9 +61,10 @@ def per_degree(x):  # [B, D] -> [B, L+1] block norms
     out.index_add_(1, OWN, x.double().square())
     return out.sqrt()
 
-def run(kind, fix_l0, w=1.0, weighting="uniform", anchor_sampling="uniform", steps=STEPS, seed=0):
+def run(kind, fix_l0, w=1.0, weighting="uniform", anchor_sampling="uniform", param="x0", steps=STEPS, seed=0):
     torch.manual_seed(seed)
-    net = CSUNet(D, 32, (256, 128, 64), 64, 0.0, 1.0, l0=1.0 if fix_l0 else None)
+    net = CSUNet(D, 32, (256, 128, 64), 64, 0.0, 1.0)
+    dif = Diffusion(sched, projection="none", parameterization=param, l0=1.0 if fix_l0 else None)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=5e-4)
     gen = torch.Generator().manual_seed(seed + 10)
     t0 = time.time()
@@ -73,20 +75,20 @@ def run(kind, fix_l0, w=1.0, weighting="uniform", anchor_sampling="uniform", ste
         lw = None
         if anchor_sampling == "importance":
             a, lw = importance_anchors(ll, 2048, gen, degree=L)
-        loss = diff.loss(net, ll, cond_of(idx), a, kind=kind, degree=L, generator=gen, l2_weight=w, weighting=weighting, anchor_log_weights=lw)
+        loss = dif.loss(net, ll, cond_of(idx), a, kind=kind, degree=L, generator=gen, l2_weight=w, weighting=weighting, anchor_log_weights=lw)
         opt.zero_grad(); loss.backward(); opt.step()
     net.eval()
-    return net, time.time() - t0
+    return net, time.time() - t0, dif
 
 @torch.no_grad()
-def gap(net):
+def gap(net, dif):
     gen = torch.Generator().manual_seed(99)
     idx, ll = draw_batch(3000, gen)
     t = torch.randint(0, 100, (3000,), generator=gen)
     x0 = shdd.encode(ll, L).float() * math.sqrt(4 * math.pi)
     xt = diff.q_sample(x0, t, torch.randn(x0.shape, generator=gen))
     c = cond_of(idx)
-    pred, ex = net(xt, t, c).double(), oracle(xt.double(), t, c).double()
+    pred, ex = dif.predict_x0(net, xt, t, c).double(), oracle(xt.double(), t, c).double()
     err = per_degree(pred - ex); ref = per_degree(ex)
     out = {}
     for name, sel in (("t<30", t < 30), ("30-70", (t >= 30) & (t < 70)), ("t>=70", t >= 70)):
@@ -99,10 +101,10 @@ def gap(net):
     return out
 
 @torch.no_grad()
-def chain(model, k=16):
+def chain(model, k=16, dif=diff):
     gen = torch.Generator().manual_seed(5)
     idx = torch.arange(P).repeat_interleave(k)
-    e = diff.sample(model, cond_of(idx), dim=D, sampler="ddpm", generator=gen, projection="none").reshape(P, k, D)
+    e = dif.sample(model, cond_of(idx), dim=D, sampler="ddpm", generator=gen, projection="none").reshape(P, k, D)
     norms = e.double().norm(dim=-1).mean()
     tg = torch.Generator().manual_seed(7)
     site = torch.multinomial(fp.weights, 40, replacement=True, generator=tg)  # [P, 40]
@@ -123,7 +125,7 @@ def chain(model, k=16):
 
 if __name__ == "__main__":
     configs = [("kl", False, 1.0), ("kl", True, 1.0), ("l2", False, 1.0), ("kl+l2", True, 0.5), ("kl+l2", True, 0.1)]
-    if len(sys.argv) > 2:  # kind:head:weight[:weighting[:anchors]]
+    if len(sys.argv) > 2:  # kind:head:weight[:weighting[:anchors[:param]]]
         configs = []
         for spec in sys.argv[2].split(","):
             kind, head, w, *rest = spec.split(":")
@@ -131,8 +133,8 @@ if __name__ == "__main__":
     res = {"oracle": chain(oracle)}
     print("oracle", res["oracle"], flush=True)
     for kind, fix, w, *rest in configs:
-        net, secs = run(kind, fix, w, *rest)
+        net, secs, dif = run(kind, fix, w, *rest)
         name = f"{kind}{'+head' if fix else ''}{'' if kind != 'kl+l2' else f'(w={w})'}{''.join('+' + r for r in rest if r != 'uniform')}"
-        res[name] = {"train_s": secs, "gap": gap(net), "chain": chain(net)}
+        res[name] = {"train_s": secs, "gap": gap(net, dif), "chain": chain(net, dif=dif)}
         print(name, json.dumps(res[name]), flush=True)
     print(json.dumps(res))
