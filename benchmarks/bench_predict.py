@@ -43,10 +43,14 @@ def queries(n: int, offset: int = 0) -> list[str]:
     return [f"{WORDS[i % len(WORDS)]} {i // len(WORDS) + 1}, {REGIONS[(i * 7) % len(REGIONS)]}" for i in range(offset, offset + n)]
 
 
+SAMPLER = {"sampler": "ddim", "projection": "snap"}  # the chain timed (--sampler, --projection); explicit, not the defaults
+
+
 def settings(samples: int = 16, steps: int = 20):
     from locdiff.core.sampling import PredictSettings, SamplingSettings
 
-    return PredictSettings(SamplingSettings(samples=samples, steps=steps, seed=0), top_modes=5, grid_lat=90, grid_lon=180)
+    return PredictSettings(SamplingSettings(samples=samples, steps=steps, seed=0, **SAMPLER), top_modes=5, grid_lat=90,
+                           grid_lon=180)
 
 
 class Rows:
@@ -155,15 +159,18 @@ def main() -> None:
     p.add_argument("--memory", default="1000,10000", help="text counts for the peak-memory children ('' to skip)")
     p.add_argument("--memory-samples", type=int, default=4)
     p.add_argument("--memory-steps", type=int, default=5)
+    p.add_argument("--sampler", default=SAMPLER["sampler"], help="the diffusion sampler timed (20 steps; default %(default)s)")
+    p.add_argument("--projection", default=SAMPLER["projection"], help="x0 projection between steps (default %(default)s)")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    SAMPLER.update(sampler=args.sampler, projection=args.projection)
     torch.set_num_threads(args.threads)
     os.environ.pop("LOCDIFF_CACHE", None)  # each mode embeds from scratch in its own cache
     run = Path(args.run)
     if args.child:
         memory_child(run, args.child, args.chunk, args.memory_samples, args.memory_steps)
         return
-    print(f"bench_predict: {status()} chunk={args.chunk} K=16 DDIM-20 grid 90x180", flush=True)
+    print(f"bench_predict: {status()} chunk={args.chunk} K=16 {args.sampler}-20 projection={args.projection} grid 90x180", flush=True)
     with tempfile.TemporaryDirectory() as d:
         if args.texts:
             t = bench_texts(run, Path(d), args.texts, args.one_at_a_time, args.chunk)
@@ -181,6 +188,7 @@ def main() -> None:
                   f"(tiny CLIP, 256x256 PNGs, {im['errors']} errors)", flush=True)
     for n in [int(x) for x in args.memory.split(",") if x.strip()]:
         cmd = [sys.executable, __file__, "--run", str(run), "--threads", str(args.threads), "--chunk", str(args.chunk), "--child", str(n),
+               "--sampler", args.sampler, "--projection", args.projection,
                "--memory-samples", str(args.memory_samples), "--memory-steps", str(args.memory_steps)]
         res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
         print(f"memory {res['n']:6d} texts: peak RSS {res['peak_rss_mib']:.0f} MiB, {res['seconds']:.0f} s "

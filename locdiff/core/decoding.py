@@ -51,8 +51,12 @@ def grid_argmax(coeffs: torch.Tensor, n_lat: int, *, batch: int = 256) -> torch.
     lat, lon, _ = equiangular(n_lat, 2 * n_lat, dtype=torch.float64, device=coeffs.device)
     out = []
     for start in range(0, coeffs.shape[0], batch):
-        idx = grid_logits(coeffs[start : start + batch].float(), n_lat, 2 * n_lat).flatten(1).argmax(1)
-        out.append(torch.stack([lat[idx // (2 * n_lat)], lon[idx % (2 * n_lat)]], 1))
+        f = grid_logits(coeffs[start : start + batch].float(), n_lat, 2 * n_lat)  # [b, n_lat, 2·n_lat]
+        # the first maximum in row-major order (as flatten(1).argmax(1)): the first grid row holding the highest
+        # value, then its first column holding it (row maxima first: ~4x faster than one argmax over the grid)
+        i = f.amax(2).argmax(1)
+        j = f[torch.arange(f.shape[0], device=f.device), i].argmax(1)
+        out.append(torch.stack([lat[i], lon[j]], 1))
     return torch.cat(out) if out else coeffs.new_zeros(0, 2, dtype=torch.float64)
 
 

@@ -43,21 +43,27 @@ def _order_trig(degree: int, lon_deg: torch.Tensor) -> torch.Tensor:
     return torch.where(m[:, None] < 0, torch.sin(angle), torch.cos(angle))
 
 
-def grid_logits(e: torch.Tensor, n_lat: int, n_lon: int, *, batch: int = 256) -> torch.Tensor:
+def grid_logits(e: torch.Tensor, n_lat: int, n_lon: int, *, batch: int = 256, out: torch.Tensor | None = None) -> torch.Tensor:
     """``f_e`` on the equiangular grid's cell centres: ``[B, D]`` → ``[B, n_lat, n_lon]``.
 
     Separable evaluation: O(L²·n_lat + L·n_lat·n_lon) per vector instead of O(L²·n_lat·n_lon).
+    ``out`` (optional, contiguous ``[B, n_lat, n_lon]`` of ``e``'s dtype) receives the result (no fresh tensor).
     """
     degree = check_coeffs(e)
     e2 = e.reshape(-1, e.shape[-1])
     p, trig, index = _separable_tables(degree, n_lat, n_lon, e.dtype, str(e.device))
-    out = []
+    if out is None:
+        out = torch.empty(e2.shape[0], n_lat, n_lon, dtype=e.dtype, device=e.device)
+    elif out.shape != (e2.shape[0], n_lat, n_lon) or out.dtype != e.dtype or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous {e.dtype} tensor of shape {(e2.shape[0], n_lat, n_lon)}, got {out.dtype} "
+                         f"{tuple(out.shape)}")
     for start in range(0, e2.shape[0], batch):
         chunk = e2[start : start + batch]
         padded = torch.cat((chunk, chunk.new_zeros(chunk.shape[0], 1)), 1)[:, index]  # [b, 2L+1, L+1]
         a = torch.bmm(padded.transpose(0, 1), p)  # [2L+1, b, n_lat]
-        out.append(torch.einsum("mbi,mj->bij", a, trig))
-    return torch.cat(out).reshape(*e.shape[:-1], n_lat, n_lon)
+        # Σ_m a[m, b, i] trig[m, j], written straight into the result
+        torch.matmul(a.permute(1, 2, 0).reshape(-1, a.shape[0]), trig, out=out[start : start + chunk.shape[0]].view(-1, n_lon))
+    return out.reshape(*e.shape[:-1], n_lat, n_lon)
 
 
 @functools.lru_cache(maxsize=16)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -58,6 +59,24 @@ def cancel_check(cancelled: Callable[[], bool] | None,
     return on_step
 
 
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Run the block with CPU denormals flushed to zero (this thread), then switch flushing off again.
+
+    A trained network whose weight decay drove unused blocks to ~1e-26 multiplies them into denormal
+    products (< 1.2e-38), which the CPU's matrix kernels process many times slower: on run-0001's
+    CS-UNet a 1024-row forward pass took 2.2x as long. Flushing only changes values below 1.2e-38
+    (the network's outputs were bit-identical with and without). Flushing is per thread: intra-op
+    worker threads beyond the caller's keep the default.
+    """
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
+
+
 @torch.no_grad()
 def sample_coefficients(
     bundle: ModelBundle,
@@ -77,10 +96,11 @@ def sample_coefficients(
     """
     bundle.net.eval()
     rep = cond.repeat_interleave(samples, 0)
-    e = bundle.diffusion.sample(
-        bundle.net, rep, dim=bundle.dim, sampler=sampler, steps=steps, generator=generator, projection=projection,
-        noise=noise, on_step=on_step,
-    )
+    with flush_denormals():
+        e = bundle.diffusion.sample(
+            bundle.net, rep, dim=bundle.dim, sampler=sampler, steps=steps, generator=generator, projection=projection,
+            noise=noise, on_step=on_step,
+        )
     return e.reshape(cond.shape[0], samples, bundle.dim)
 
 

@@ -130,3 +130,26 @@ def test_photos_on_a_text_model_are_refused_once_with_a_clear_reason(tmp_path):
     p.write_bytes(b"x")
     with pytest.raises(ValueError, match="reads text"):
         service("minilm").predict_images([p, p], PredictSettings(**SMALL))
+
+
+def test_sampling_flushes_denormals_only_while_it_runs_and_gives_the_same_draws():
+    """Denormal products (weights decayed to ~1e-26) slow the CPU's matrix kernels; sampling flushes them, then stops."""
+    from locdiff.services.sampling import flush_denormals
+
+    tiny = torch.tensor([1e-30], dtype=torch.float32)
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    assert float(tiny * 1e-10) != 0.0  # a denormal result survives by default
+    with flush_denormals():
+        assert float(tiny * 1e-10) == 0.0
+    assert float(tiny * 1e-10) != 0.0  # switched off again afterwards
+    s = service()
+    cond = torch.randn(2, DIM, generator=torch.Generator().manual_seed(3))
+    kw = dict(samples=3, sampler="ddim", steps=3, projection="degree")
+    a = sample_coefficients(s.bundle, cond, noise=per_input_noise([1, 2], 3), **kw)
+    with torch.no_grad():  # the same chain without flushing: the same numbers (nothing here is denormal)
+        rep = cond.repeat_interleave(3, 0)
+        b = s.bundle.diffusion.sample(s.bundle.net.eval(), rep, dim=s.bundle.dim, sampler="ddim", steps=3,
+                                      projection="degree", noise=per_input_noise([1, 2], 3)).reshape(2, 3, -1)
+    assert torch.equal(a, b)
+    assert float(tiny * 1e-10) != 0.0

@@ -85,3 +85,73 @@ def test_density_at_reads_the_cell_holding_each_point():
     assert got[0] == grid.density[0, 0] and got[1] == grid.density[-1, -1]
     assert got[2] == grid.density[8, 18] and got[3] == grid.density[8, 0]  # 540.5° E is 179.5° W
     assert math.isfinite(float(got.sum()))
+
+
+# ---------------------------------------------------------------- the fast paths equal the plain computations
+def test_the_in_place_curvature_equals_the_rolled_copies_bit_for_bit():
+    from locdiff.core.summaries import _curvature_factor, _curvature_factor_plain, _workspace
+
+    g = torch.Generator().manual_seed(5)
+    for shape in ((3, 18, 36), (2, 2, 3), (1, 5, 2), (4, 1, 7)):
+        f = 4 * torch.randn(shape, generator=g, dtype=torch.float64)
+        assert torch.equal(_curvature_factor(f), _curvature_factor_plain(f))
+    f = 4 * torch.randn(3, 9, 12, generator=g, dtype=torch.float64)
+    work = _workspace(5, 9, 12, torch.float64, "cpu")  # a larger workspace, reused
+    assert torch.equal(_curvature_factor(f, work), _curvature_factor_plain(f))
+    assert torch.equal(_curvature_factor(f[:1], work), _curvature_factor_plain(f[:1]))
+    assert not torch.equal(_curvature_factor_plain(f), torch.ones_like(f))  # a real correction, not a constant
+
+
+def test_mixture_grids_are_batch_independent_for_any_chunk_and_agree_across_chunks(one_thread):
+    e = _coefficients(5, 6, seed=6)
+    ref = mixture_grids(e, 36, 72)
+    for chunk in (None, 1, 4, 128):
+        got = mixture_grids(e, 36, 72, chunk=chunk)
+        for i in (0, 4):  # alone == in the batch, bit for bit, with this chunk
+            assert torch.equal(mixture_grids(e[i : i + 1], 36, 72, chunk=chunk)[0].mass, got[i].mass)
+        # other chunks: other matrix shapes, the same numbers to rounding
+        assert all(torch.allclose(a.mass, b.mass, rtol=1e-12, atol=1e-15) for a, b in zip(ref, got))
+    fine = mixture_grids(e[:2], 9, 18)  # sub = 4: the sub-grid sum path
+    assert sub_cells(7, 9) == 4
+    assert torch.equal(fine[1].mass, mixture_grids(e[1:2], 9, 18)[0].mass)
+    assert all(float(g.mass.sum()) == pytest.approx(1.0, abs=1e-9) for g in fine)
+
+
+def test_samples_and_modes_equal_decode_and_batch_modes_bit_for_bit(one_thread):
+    from locdiff.core.decoding import decode
+    from locdiff.core.summaries import samples_and_modes
+
+    e = _coefficients(4, 6, seed=7)
+    grids = mixture_grids(e, 36, 72)
+    radius = default_radius_km(7)
+    for top in (1, 3, 5):
+        samples, modes = samples_and_modes(e, grids, top=top, radius_km=radius)
+        assert samples.dtype == e.dtype and samples.shape == (4, 6, 2)
+        assert torch.equal(samples, decode(e.reshape(-1, e.shape[-1])).reshape(4, 6, 2))
+        assert modes == batch_modes(e, grids, top=top, radius_km=radius)
+    # one input alone: the same
+    alone_s, alone_m = samples_and_modes(e[2:3], grids[2:3], top=3, radius_km=radius)
+    samples, modes = samples_and_modes(e, grids, top=3, radius_km=radius)
+    assert torch.equal(alone_s[0], samples[2]) and alone_m[0] == modes[2]
+
+
+def test_grid_logits_into_a_given_tensor_and_grid_argmax_match_the_plain_forms(one_thread):
+    from locdiff.core.decoding import grid_argmax
+    from locdiff.core.density import grid_logits
+    from locdiff.core.anchors import equiangular
+
+    e = _coefficients(3, 4, seed=8).reshape(12, -1)
+    out = torch.empty(12, 16, 32)
+    got = grid_logits(e, 16, 32, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    assert torch.equal(got, grid_logits(e, 16, 32))
+    assert torch.allclose(got, grid_logits(e, 16, 32, batch=5), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="out must be"):
+        grid_logits(e, 16, 32, out=torch.empty(12, 16, 31))
+    lat, lon, _ = equiangular(16, 32, dtype=torch.float64)
+    flat_idx = grid_logits(e.float(), 16, 32).flatten(1).argmax(1)  # the first maximum in row-major order
+    expect = torch.stack([lat[flat_idx // 32], lon[flat_idx % 32]], 1)
+    assert torch.equal(grid_argmax(e, 16, batch=5), expect)
+    flat = torch.zeros(2, e.shape[1])
+    flat[:, 0] = 1.0  # a constant field: every cell ties, the first cell wins
+    assert grid_argmax(flat, 16)[0].tolist() == [lat[0].item(), lon[0].item()]
