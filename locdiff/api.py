@@ -62,17 +62,21 @@ class Model:
     def device(self) -> torch.device:
         return self.predictor.service.device
 
-    def predict(self, inputs: Sequence[Input] | Input, samples: int = 16, *, steps: int = 20, sampler: str = "ddim",
+    def predict(self, inputs: Sequence[Input] | Input, samples: int = 16, *, steps: int | None = None, sampler: str | None = None,
                 reducer: str = "mode", seed: int | None = 0, top: int = 5, grid: tuple[int, int] = (90, 180),
                 errors: str = "raise") -> list[Prediction | ItemFailure]:
         """One :class:`Prediction` per input, in order (K = ``samples`` diffusion samples each).
+
+        ``sampler``/``steps`` None: the run's own (its config's ``eval`` section), and always its x0 projection.
 
         ``seed`` None draws fresh noise; an integer gives every input its own reproducible draw. A bad input raises
         ``ValueError`` naming it, or with ``errors="return"`` comes back as an :class:`ItemFailure` in its place.
         """
         if errors not in ("raise", "return"):
             raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
-        sampling = SamplingSettings(sampler=sampler, steps=steps, samples=samples, reducer=reducer, seed=seed)
+        saved = self.predictor.service.bundle.config.eval
+        sampling = SamplingSettings(sampler=sampler or saved.sampler, steps=steps or saved.sampler_steps, projection=saved.projection,
+                                    samples=samples, reducer=reducer, seed=seed)
         settings = PredictSettings(sampling, top_modes=top, grid_lat=grid[0], grid_lon=grid[1])
         out = self.predictor.predict(_inputs(inputs), settings)
         bad = next((r for r in out if isinstance(r, ItemFailure)), None)

@@ -21,7 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from locdiff.core.anchors import ANCHOR_SAMPLINGS
-from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PARAMETERIZATIONS, PROJECTIONS, SAMPLERS, SCHEDULES, WEIGHTINGS
+from locdiff.core.diffusion import DEFAULT_PROJECTION, DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS, LOSSES, PARAMETERIZATIONS, PROJECTIONS, SAMPLERS, SCHEDULES, WEIGHTINGS
 from locdiff.core.reduction import REDUCERS
 from locdiff.core.sampling import SamplingSettings
 
@@ -99,8 +99,8 @@ class DataConfig:
 @attrs.frozen
 class EvalConfig:
     samples: int = attrs.field(default=16, validator=[v.instance_of(int), v.ge(1)])
-    sampler: str = attrs.field(default="ddim", validator=v.in_(SAMPLERS))
-    sampler_steps: int = attrs.field(default=20, validator=[v.instance_of(int), v.ge(1)])
+    sampler: str = attrs.field(default=DEFAULT_SAMPLER, validator=v.in_(SAMPLERS))
+    sampler_steps: int = attrs.field(default=DEFAULT_SAMPLER_STEPS, validator=[v.instance_of(int), v.ge(1)])
     reducer: str = attrs.field(default="mode", validator=v.in_(REDUCERS))
     projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=v.in_(PROJECTIONS))  # x0 between sampling steps
     max_items: int | None = attrs.field(default=None, validator=v.optional([v.instance_of(int), v.ge(1)]))

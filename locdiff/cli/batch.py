@@ -47,6 +47,7 @@ def cmd_batch(args) -> int:
     inputs = batch_inputs(args.images[0], sys.stdin)
     predictor = build_batch_predictor(Path(args.run), device=args.device, workdir=args.workdir, places=not args.no_places,
                                       chunk=args.chunk, image_workers=max(0, args.workers))
+    flags.run_sampling(args, predictor.service.bundle.config.eval)
     sampling = SamplingSettings(sampler=args.sampler, steps=args.sampler_steps, projection=args.projection, samples=args.samples,
                                 reducer=args.reducer, seed=args.seed)
     settings = PredictSettings(sampling, top_modes=args.top, grid_lat=90, grid_lon=180)

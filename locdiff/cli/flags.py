@@ -85,8 +85,8 @@ def training_flags(p: argparse.ArgumentParser) -> None:
 def sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=count, default=16)
     p.add_argument("--reducer", default="mode", choices=REDUCERS)
-    p.add_argument("--projection", default=DEFAULT_PROJECTION, choices=PROJECTIONS,
-                   help="what happens to each step's x0 prediction while sampling (see README)")
+    p.add_argument("--projection", choices=PROJECTIONS,
+                   help="what happens to each step's x0 prediction while sampling (default: the run's own, see README)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -114,3 +114,18 @@ def count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
     return value
+
+
+def run_sampling(args: argparse.Namespace, saved) -> None:
+    """Fill the sampler, its steps and the x0 projection the user left out with ``saved`` (a run's ``EvalConfig``).
+
+    A run is evaluated and served the way it was selected: a model trained for the old ``snap`` default keeps it,
+    a new one samples without projection. ``--sampler`` of ``eval`` is a list (``ddpm:100,ddim:20``).
+    """
+    if getattr(args, "projection", None) is None:
+        args.projection = saved.projection
+    if getattr(args, "sampler", None) is None:
+        args.sampler = saved.sampler if hasattr(args, "sampler_steps") else f"{saved.sampler}:{saved.sampler_steps}"
+    if hasattr(args, "sampler_steps") and args.sampler_steps is None:
+        args.sampler_steps = saved.sampler_steps
+

@@ -15,7 +15,7 @@ from locdiff.cli import batch as batch_flags
 from locdiff.cli import flags
 from locdiff.cli import hybrid as cli_hybrid
 from locdiff.config import VIEWS, RunConfig, apply_overrides
-from locdiff.core.diffusion import SAMPLERS
+from locdiff.core.diffusion import DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS, SAMPLERS
 from locdiff.core.splits import EVAL_SPLITS
 
 
@@ -56,9 +56,9 @@ def _compare_options(args):
 
     if args.split != "test":
         raise ValueError(f"--compare evaluates the test split (or --data); got --split {args.split}")
-    samplers = parse_samplers(args.sampler)
-    if len(samplers) != 1 or samplers[0][0] != "ddim":
-        raise ValueError(f"--compare samples with DDIM like the studies; give --sampler ddim:STEPS, not {args.sampler!r}")
+    samplers = parse_samplers(args.sampler or f"{DEFAULT_SAMPLER}:{DEFAULT_SAMPLER_STEPS}")
+    if len(samplers) != 1 or samplers[0][0] != DEFAULT_SAMPLER:
+        raise ValueError(f"--compare samples like the studies ({DEFAULT_SAMPLER}); give --sampler {DEFAULT_SAMPLER}:STEPS, not {args.sampler!r}")
     every = 2**31 - 1  # every item of the split (a cap only with --max-items)
     return cli_studies.study_options(run=args.run, samples=args.samples, sampler_steps=samplers[0][1], projection=args.projection,
                                      seed=args.seed, eval_items=args.max_items or every, eval_data=args.data,
@@ -78,6 +78,7 @@ def cmd_eval(args) -> int:
 
     bundle, ckpt = load_model(Path(args.run))
     config = bundle.config
+    flags.run_sampling(args, config.eval)
     if args.data:
         config = RunConfig.from_dict(apply_overrides(config.to_dict(), {"data.source": args.data}))
     elif config.data.source != "places":  # a checkpoint never chooses the files read
@@ -160,6 +161,7 @@ def cmd_predict(args) -> int:
         return batch.cmd_batch(args)
 
     service = build_prediction_service(Path(args.run), device=args.device, hybrid=args.hybrid, workdir=args.workdir)
+    flags.run_sampling(args, service.bundle.config.eval)
     sampling = SamplingSettings(sampler=args.sampler, steps=args.sampler_steps, projection=args.projection, samples=args.samples,
                                 reducer=args.reducer, seed=args.seed)
     settings = PredictSettings(sampling, top_modes=args.top, hybrid=bool(args.hybrid), grid_lat=90, grid_lon=180)
@@ -248,7 +250,7 @@ def _add_eval(sub) -> None:
     p.add_argument("run", help="run folder or checkpoint folder")
     p.add_argument("--split", default="test", choices=EVAL_SPLITS)
     p.add_argument("--data", help="evaluate on another CSV embedded with the model's embedder")
-    p.add_argument("--sampler", default="ddim:20", help=f"comma-separated samplers of {SAMPLERS}, e.g. ddpm:100,ddim:20")
+    p.add_argument("--sampler", help=f"comma-separated samplers of {SAMPLERS}, e.g. ddpm:100,dpmpp2m:15 (default: the run's own)")
     flags.sampling_flags(p)
     p.add_argument("--all-reducers", action="store_true", help="one row per reducer")
     p.add_argument("--compare", action="store_true",
@@ -264,8 +266,8 @@ def _add_predict(sub) -> None:
     p.add_argument("run", help="run folder or checkpoint folder")
     p.add_argument("images", nargs="*")
     p.add_argument("--text", action="append", help="a text / place query (repeatable)")
-    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    p.add_argument("--sampler-steps", type=flags.count, default=20)
+    p.add_argument("--sampler", choices=SAMPLERS, help="default: the run's own (its config's eval.sampler)")
+    p.add_argument("--sampler-steps", type=flags.count, help="default: the run's own (eval.sampler_steps)")
     flags.sampling_flags(p)
     p.add_argument("--top", type=flags.count, default=5)
     cli_hybrid.hybrid_flags(p, evaluation=False)

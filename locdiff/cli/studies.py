@@ -223,9 +223,9 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-items", type=int, help="test / hold-out items evaluated")
     p.add_argument("--val-items", type=int, help="validation items (calibration fitting)")
     p.add_argument("--samples", type=int, help="K diffusion samples per item")
-    p.add_argument("--sampler-steps", type=int, help="DDIM steps")
+    p.add_argument("--sampler-steps", type=int, help="network calls of the studies' sampler (default 15)")
     p.add_argument("--projection", choices=list(PROJECTIONS),
-                   help="x0 projection between sampling steps (default snap)")
+                   help="x0 projection between sampling steps (default none)")
     p.add_argument("--baseline-steps", type=int, help="training steps of the grid classifier and regression")
     p.add_argument("--anchor-sizes", help="Fibonacci grid sizes for the anchor study, e.g. 21000,100000,500000,1000000")
     p.add_argument("--degrees", help="degrees for the degree and anchor-sampling studies, e.g. 15,23,31,47")

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
-from locdiff.core.diffusion import DEFAULT_PROJECTION, PROJECTIONS, SAMPLERS
+from locdiff.core.diffusion import DEFAULT_PROJECTION, DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS, PROJECTIONS, SAMPLERS
 from locdiff.core.reduction import REDUCERS
 
 DEFAULT_STEPS = {"ddpm": 100}  # a sampler's default step count; 20 for any sampler not named here
@@ -40,8 +40,8 @@ class SamplingSettings:
     ``seed`` None: an unseeded draw (the app's default); an integer: a reproducible one.
     """
 
-    sampler: str = attrs.field(default="ddim", validator=v.in_(SAMPLERS))
-    steps: int = attrs.field(default=20, validator=_count)
+    sampler: str = attrs.field(default=DEFAULT_SAMPLER, validator=v.in_(SAMPLERS))
+    steps: int = attrs.field(default=DEFAULT_SAMPLER_STEPS, validator=_count)
     projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=v.in_(PROJECTIONS))
     samples: int = attrs.field(default=16, validator=_count)
     reducer: str = attrs.field(default="mode", validator=v.in_(REDUCERS))

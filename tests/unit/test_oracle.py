@@ -110,8 +110,15 @@ def test_default_eval_sampler_and_ddpm100_keep_the_prior_issue_10(one_thread) ->
     ``clip`` (which leaves every mixture of codes unchanged). Measured bias at 200k samples
     (README): DDPM-100 +0.014 on Madrid, DPM-Solver++(2M)-15 +0.007.
     """
-    study, rows = _fixed_study((("dpmpp2m", 15), ("ddpm", 100)), ("none",))
-    assert [r.calls for r in rows] == [15, 100]
+    from locdiff.cli.flags import DEFAULT_CONFIG
+    from locdiff.config import RunConfig
+    from locdiff.core.diffusion import DEFAULT_PROJECTION, DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS
+
+    shipped = RunConfig.load(DEFAULT_CONFIG).eval  # what the main job evaluates with, and every entry point's default
+    default = (shipped.sampler, shipped.sampler_steps)
+    assert default == (DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS) and shipped.projection == DEFAULT_PROJECTION == "none"
+    study, rows = _fixed_study((default, ("ddpm", 100)), (shipped.projection,))
+    assert [r.calls for r in rows] == [DEFAULT_SAMPLER_STEPS, 100]
     for r in rows:
         assert r.passes, format_table(rows, study)
         assert r.score.spread_km < 5.0  # the final x0 is one site's code: decoded on the site

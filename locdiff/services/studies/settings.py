@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from locdiff.config import RunConfig, apply_overrides
-from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS, SAMPLERS
+from locdiff.core.diffusion import DEFAULT_PROJECTION, DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS, LOSSES, PROJECTIONS, SAMPLERS
 from locdiff.core.sampling import SamplingSettings
 from locdiff.ports import CheckpointStore, Compute, ExperimentStore, GalleryProvider, MemoryProbe, ProgressFactory
 
@@ -35,8 +35,8 @@ class StudySettings:
     eval_items: int = 500  # test (or hold-out) items evaluated
     val_items: int = 250  # validation items (calibration fitting)
     samples: int = 16  # K diffusion samples per item
-    sampler: str = attrs.field(default="ddim", validator=attrs.validators.in_(SAMPLERS))
-    sampler_steps: int = 20
+    sampler: str = attrs.field(default=DEFAULT_SAMPLER, validator=attrs.validators.in_(SAMPLERS))
+    sampler_steps: int = DEFAULT_SAMPLER_STEPS
     projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=attrs.validators.in_(PROJECTIONS))  # x0 between steps
     baseline_steps: int = 1500
     baseline_cells: tuple[int, ...] = attrs.field(default=(256, 1024), converter=_tuple)
