@@ -13,6 +13,7 @@ import torch
 
 from adapters.checkpoints import SafetensorsCheckpointStore
 from adapters.compute import TorchCompute
+from locdiff.core.diffusion import DEFAULT_SAMPLER
 from locdiff.core import anchors, geo
 from locdiff.config import RunConfig
 from locdiff.ports import Embedded, GeoSamples
@@ -232,13 +233,13 @@ def test_eval_compare_runs_the_compare_command_with_the_same_settings(monkeypatc
 
     seen = []
     monkeypatch.setattr(cli_studies, "cmd_compare", lambda a: seen.append(a) or 0)
-    assert cli.main(["eval", "runs/run-0001", "--compare", "--max-items", "50", "--sampler", "ddim:10",
+    assert cli.main(["eval", "runs/run-0001", "--compare", "--max-items", "50", "--sampler", f"{DEFAULT_SAMPLER}:10",
                      "--projection", "degree", "--data", "other.csv"]) == 0
     (a,) = seen
     assert (a.run, a.eval_items, a.sampler_steps, a.projection, a.samples, a.seed, a.eval_data) == (
         "runs/run-0001", 50, 10, "degree", 16, 0, "other.csv")
     assert cli.main(["eval", "runs/run-0001", "--compare", "--sampler", "ddpm:100"]) == 2
-    assert "--compare samples with DDIM" in capsys.readouterr().err
+    assert f"--compare samples like the studies ({DEFAULT_SAMPLER})" in capsys.readouterr().err
     assert cli.main(["eval", "runs/run-0001", "--compare", "--split", "val"]) == 2
 
 

@@ -10,6 +10,7 @@ import torch
 
 from locdiff.config import RunConfig
 from locdiff.core.bundle import ModelBundle
+from locdiff.core.diffusion import DEFAULT_SAMPLER
 from locdiff.core.reduction import REDUCERS
 from locdiff.core.sampling import PredictSettings
 from locdiff.ports import GeoSamples
@@ -83,7 +84,8 @@ def test_a_run_is_opened_trained_evaluated_and_finished():
     assert run_json == {"run_id": 1, "store": None} and config_json["model"]["degree"] == 3
     assert set(outcome.evaluations) == {"test"} and outcome.evaluations["test"].metrics["n"] == 8
     names = [name for r, name, _ in store.evaluations if r == 1]
-    assert {"fake:test:ddim2"} | {f"fake:test:ddim2:{r}" for r in REDUCERS} <= set(names)
+    label = f"fake:test:{DEFAULT_SAMPLER}2"  # the eval section's sampler (the default) and its 2 steps
+    assert {label} | {f"{label}:{r}" for r in REDUCERS} <= set(names)
 
 
 def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one():
@@ -183,7 +185,8 @@ def test_evaluate_stores_the_configured_reducer_and_every_other():
     chosen = ev.by_reducer[bundle.config.eval.reducer]
     assert {k: ev.metrics[k] for k in chosen} == chosen  # the configured reducer's figures (plus any the evaluation adds)
     names = [name for _, name, _ in store.evaluations]
-    assert names[: 1 + len(REDUCERS)] == ["fake:test:ddim2"] + [f"fake:test:ddim2:{r}" for r in REDUCERS]
+    label = f"fake:test:{DEFAULT_SAMPLER}2"
+    assert names[: 1 + len(REDUCERS)] == [label] + [f"{label}:{r}" for r in REDUCERS]
     with pytest.raises(ValueError, match="unknown split"):
         evaluate(bundle, data, "nope", bundle.config.eval, device=torch.device("cpu"))
 
