@@ -22,7 +22,7 @@ from locdiff.services.data import PreparedData, prepare
 from locdiff.services.studies.models import TrainedModel
 from locdiff.services.studies.recording import close_study, open_study, recording
 from locdiff.services.studies.settings import StudyEnv, StudySettings, default_settings
-from locdiff.services.studies.steps import Sampled, split_items, sweep
+from locdiff.services.studies.steps import split_items, sweep
 
 TRAINING_MIX = "t ~ U"  # each item its own timestep, drawn once (as a training batch)
 
