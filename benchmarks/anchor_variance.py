@@ -70,7 +70,7 @@ def main() -> None:
                 spent["importance"] += time.perf_counter() - t0
             cells = []
             spreads = {}
-            for kind in ("uniform", "importance"):
+            for kind in A.ANCHOR_SAMPLINGS:
                 x = torch.stack(est[kind])  # [draws, B]
                 bias = float(((x.mean(0) - ref) / ref).mean())
                 spread = float((x.std(0) / ref).mean())

@@ -157,6 +157,7 @@ def test_the_size_check_fails_on_a_long_module_and_a_long_command(tmp_path):
 CHOICE_LISTS = {
     "locdiff/core/diffusion.py": ("SAMPLERS", "PROJECTIONS", "LOSSES", "SCHEDULES", "WEIGHTINGS", "PARAMETERIZATIONS"),
     "locdiff/core/reduction.py": ("REDUCERS",),
+    "locdiff/core/anchors.py": ("ANCHOR_SAMPLINGS",),
     "locdiff/core/hybrid.py": ("HYBRID_RULES",),
     "locdiff/services/hybrid.py": ("HYBRID_SOURCES",),
     "locdiff/core/splits.py": ("SPLITS",),
