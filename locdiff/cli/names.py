@@ -57,9 +57,11 @@ def cmd_names(args) -> int:
     config = RunConfig.from_dict(apply_overrides(data, {"workdir": args.workdir, "device": args.device}))
     container = build_container(config)
     device = container.compute().device
-    settings = NameBenchmarkSettings(samples=args.samples, seed=args.seed, max_names=args.max_names,
-                                     **({"baseline_steps": 60, "baseline_cells": (16,), "sampler_steps": 5, "n_lat": 45,
-                                         "bootstrap": 200} if args.quick else {}))
+    saved = bundle.config.eval  # the run is sampled as it was selected (its sampler, steps and x0 projection)
+    sizes = {"sampler_steps": saved.sampler_steps} | ({"baseline_steps": 60, "baseline_cells": (16,), "sampler_steps": 5, "n_lat": 45,
+                                                      "bootstrap": 200} if args.quick else {})
+    settings = NameBenchmarkSettings(samples=args.samples, seed=args.seed, max_names=args.max_names, sampler=saved.sampler,
+                                     projection=saved.projection, **sizes)
     source = name_benchmark(Path(args.names) if args.names else None)
     queries = source.load()
     embedder = container.embedder()

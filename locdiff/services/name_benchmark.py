@@ -38,7 +38,7 @@ from locdiff.core.baselines import baseline_fitters
 from locdiff.core.bundle import ModelBundle
 from locdiff.core.calibration import hpd_level
 from locdiff.core.decoding import density_grid
-from locdiff.core.diffusion import DEFAULT_PROJECTION, PROJECTIONS
+from locdiff.core.diffusion import DEFAULT_PROJECTION, DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS, PROJECTIONS, SAMPLERS
 from locdiff.core.results import DensityGrid
 from locdiff.core.scores import mixture_log_density
 from locdiff.ports import NamedPlaces
@@ -56,8 +56,8 @@ class NameBenchmarkSettings:
     """Sizes of the benchmark (defaults: ~23 min for 230 names with one thread on a busy 2-core CPU, L=15 model)."""
 
     samples: int = attrs.field(default=64, validator=attrs.validators.ge(1))  # K diffusion samples per name
-    sampler: str = "ddim"
-    sampler_steps: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    sampler: str = attrs.field(default=DEFAULT_SAMPLER, validator=attrs.validators.in_(SAMPLERS))
+    sampler_steps: int = attrs.field(default=DEFAULT_SAMPLER_STEPS, validator=attrs.validators.ge(1))
     projection: str = attrs.field(default=DEFAULT_PROJECTION, validator=attrs.validators.in_(PROJECTIONS))
     seed: int = 0
     n_lat: int = attrs.field(default=90, validator=attrs.validators.ge(4))  # map grid rows (2° cells; columns: twice as many)
