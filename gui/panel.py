@@ -236,6 +236,16 @@ class SettingsPanel(QtWidgets.QWidget):
         lay.addWidget(disp)
         lay.addStretch(1)
 
+    def use_run_sampling(self, info: Mapping[str, Any]) -> None:
+        """Start from the sampler, steps and x0 projection the loaded run was selected with (a run trained for
+        ``snap`` keeps it; the user may still change them)."""
+        if info.get("sampler") in SAMPLERS:
+            self.sampler.setCurrentText(str(info["sampler"]))
+        if isinstance(info.get("sampler_steps"), int):
+            self.steps.setValue(int(info["sampler_steps"]))
+        if info.get("projection") in PROJECTIONS:
+            self.projection.setCurrentText(str(info["projection"]))
+
     def _sampler_changed(self, name: str) -> None:
         # the paper samples with DDPM over 100 steps; DDIM gets by with ~20
         if name == "ddpm" and self.steps.value() < 50:
@@ -275,6 +285,7 @@ class SettingsPanel(QtWidgets.QWidget):
         if not info:
             self.model_label.setText("no model loaded")
             return
+        self.use_run_sampling(info)
         ckpt = str(info.get("checkpoint", ""))
         lines = [f"<b>{Path(ckpt).name or ckpt}</b>"] if ckpt else []
         lines += [f"{k}: {v}" for k, v in info.items() if k != "checkpoint"]

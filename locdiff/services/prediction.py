@@ -58,7 +58,15 @@ class PredictionService:
     def model_info(self) -> dict[str, Any]:
         return {"checkpoint": self.source, "degree": self.bundle.degree, "embedder": self.bundle.embedder_id,
                 "calibration": self.calibrator.describe() if self.calibrator is not None else "raw",
-                "reads": list(self.reads)}
+                "reads": list(self.reads), **self.sampling_info}
+
+    @property
+    def sampling_info(self) -> dict[str, Any]:
+        """How the run was selected to be sampled (its config's eval section): the app starts from it."""
+        saved = getattr(getattr(self.bundle, "config", None), "eval", None)
+        if saved is None:
+            return {}
+        return {"sampler": saved.sampler, "sampler_steps": saved.sampler_steps, "projection": saved.projection}
 
     def predict_images(
         self,

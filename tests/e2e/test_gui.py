@@ -297,6 +297,22 @@ def test_paste_image_data_and_file_urls(qtbot, photos, clipboard):
     assert [Path(v.item).name for v in win.session[1:]] == [p.name for p in photos[:2]]
 
 
+def test_a_loaded_run_sets_the_sampling_it_was_selected_with(qtbot, photos):
+    """A run trained for the old snap default keeps DDIM-20 + snap in the app; the user can still change it."""
+    service = DemoPredictionService(LOCATIONS)
+    win = make_window(qtbot, service)
+    sp = win.settings_panel
+    assert (sp.sampler.currentText(), sp.steps.value(), sp.projection.currentText()) == ("dpmpp2m", 15, "none")
+    sp.set_model_info({"checkpoint": "runs/run-0001", "degree": 15, "sampler": "ddim", "sampler_steps": 20, "projection": "snap"})
+    assert "sampler: ddim" in sp.model_label.text()
+    drop(win, photos[:1])
+    wait_idle(qtbot, win)
+    settings = service.calls[-1][1][1]
+    assert (settings.sampler, settings.steps, settings.projection) == ("ddim", 20, "snap")
+    sp.set_model_info({"checkpoint": "other", "sampler": "bogus", "projection": 3})  # unknown values change nothing
+    assert (sp.sampler.currentText(), sp.projection.currentText()) == ("ddim", "snap")
+
+
 def test_settings_reach_the_service(qtbot, photos):
     service = DemoPredictionService(LOCATIONS)
     win = make_window(qtbot, service)

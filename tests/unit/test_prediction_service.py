@@ -56,6 +56,9 @@ def test_the_service_implements_the_port():
     assert isinstance(service(), PredictionPort)
     assert service().reads == ("text",) and service("clip").reads == ("image", "text")
     assert service().model_info["reads"] == ["text"]
+    saved = service().bundle.config.eval  # the app starts from the run's own sampling
+    assert {k: service().model_info[k] for k in ("sampler", "sampler_steps", "projection")} == {
+        "sampler": saved.sampler, "sampler_steps": saved.sampler_steps, "projection": saved.projection}
 
 
 def test_input_seed_depends_on_the_content_and_the_user_seed_only():
