@@ -8,6 +8,7 @@ clean SHDD vector ``x_0`` [B, d].
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import nn
@@ -53,11 +54,12 @@ class CSirenBlock(nn.Module):
             self.time[-1].weight.mul_(0.1)
             self.time[-1].bias.zero_()
 
-    def forward(self, x: torch.Tensor, t_emb: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor, cond: torch.Tensor, cond_proj: torch.Tensor | None = None) -> torch.Tensor:
+        """``t_emb`` may be one row for the whole batch (every row at one timestep); ``cond_proj`` = ``W_c c`` if known."""
         h = self.proj_x(x)
         scale, shift = self.time(t_emb).chunk(2, dim=-1)
         h = (1 + scale) * h + shift
-        h = h + self.proj_c(cond)
+        h = h + (self.proj_c(cond) if cond_proj is None else cond_proj)
         return torch.sin(self.w0 * self.ff(self.drop(h)))
 
 
@@ -94,16 +96,39 @@ class CSUNet(nn.Module):
         self.up = nn.ModuleList(ups)
         self.out = nn.Linear(widths[0] + d, d)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        t_emb = self.time_embed(t)
+    def _conditioning(self, cond: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
+        """The normalised condition and each block's ``W_c c``.
+
+        A sampler calls the network with the same condition tensor at every step; without gradients and in eval
+        mode the projections are kept from the first step (keyed on that tensor, its in-place version and the
+        versions of the weights that made them), otherwise every block projects the condition itself.
+        """
+        blocks = (*self.down, self.mid, *self.up)
+        if torch.is_grad_enabled() or self.training:
+            self._cond_cache = None
+            return self.cond_norm(cond), (None,) * len(blocks)
+        weights = (self.cond_norm.weight, self.cond_norm.bias, *(b.proj_c.weight for b in blocks), *(b.proj_c.bias for b in blocks))
+        key = (cond._version, tuple(w._version for w in weights), tuple(w.data_ptr() for w in weights))
+        cached = getattr(self, "_cond_cache", None)
+        if cached is not None and cached[0]() is cond and cached[1] == key:
+            return cached[2], cached[3]
         c = self.cond_norm(cond)
+        projs = tuple(b.proj_c(c) for b in blocks)
+        self._cond_cache = (weakref.ref(cond), key, c, projs)
+        return c, projs
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        # A sampling step puts every row at one timestep: the time MLPs then run on one row (a quarter of the FLOPs).
+        same_t = t.ndim == 1 and t.shape[0] > 1 and bool((t == t[0]).all())
+        t_emb = self.time_embed(t[:1] if same_t else t)
+        c, projs = self._conditioning(cond)
         skips, h = [], x
-        for blk in self.down:
-            h = blk(h, t_emb, c)
+        for i, blk in enumerate(self.down):
+            h = blk(h, t_emb, c, projs[i])
             skips.append(h)
-        h = self.mid(h, t_emb, c)
-        for blk in self.up:
-            h = blk(torch.cat((h, skips.pop()), dim=-1), t_emb, c)
+        h = self.mid(h, t_emb, c, projs[len(self.down)])
+        for i, blk in enumerate(self.up, start=len(self.down) + 1):
+            h = blk(torch.cat((h, skips.pop()), dim=-1), t_emb, c, projs[i])
         out = self.out(torch.cat((h, x), dim=-1))
         if self.l0 is None:
             return out

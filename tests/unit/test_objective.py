@@ -155,3 +155,36 @@ def test_v_and_x0_denoisers_of_the_same_oracle_sample_the_same_chain():
             runs.append(Diffusion(sched, projection="none", parameterization=kind).sample(
                 model, cond, dim=36, sampler=sampler, steps=steps, generator=g))
         assert torch.allclose(runs[0], runs[1], atol=1e-6)
+
+
+def test_sampling_shortcuts_of_the_network_change_no_output():
+    """One time row for a one-timestep batch and the condition projections kept across sampling steps give the
+    plain forward's numbers; the kept projections follow in-place edits of the condition and of the weights."""
+    torch.manual_seed(4)
+    net = CSUNet(16, 8, (32, 16), 8, 0.0).eval()
+    x, cond = torch.randn(6, 16), torch.randn(6, 8)
+
+    def plain(x, t, c):  # the forward as it was: every block projects the condition and its own time rows
+        t_emb, cn = net.time_embed(t), net.cond_norm(c)
+        skips, h = [], x
+        for blk in net.down:
+            h = blk(h, t_emb, cn)
+            skips.append(h)
+        h = net.mid(h, t_emb, cn)
+        for blk in net.up:
+            h = blk(torch.cat((h, skips.pop()), dim=-1), t_emb, cn)
+        return net.out(torch.cat((h, x), dim=-1))
+
+    with torch.no_grad():
+        for t in (torch.full((6,), 7), torch.tensor([0, 3, 3, 9, 1, 7])):
+            assert torch.allclose(net(x, t, cond), plain(x, t, cond), atol=1e-6)
+        first = net(x, torch.full((6,), 7), cond)
+        assert net._cond_cache is not None and net._cond_cache[0]() is cond
+        assert torch.equal(net(x, torch.full((6,), 7), cond), first)  # from the kept projections
+        cond.mul_(2.0)  # in place: the projections are made again
+        assert torch.allclose(net(x, torch.full((6,), 7), cond), plain(x, torch.full((6,), 7), cond), atol=1e-6)
+        net.down[0].proj_c.weight.add_(0.5)  # a weight update (as an optimiser step does) is seen too
+        assert torch.allclose(net(x, torch.full((6,), 2), cond), plain(x, torch.full((6,), 2), cond), atol=1e-6)
+    out = net.train()(x, torch.full((6,), 7), cond)  # training: gradients reach the condition projections
+    out.square().sum().backward()
+    assert net._cond_cache is None and float(net.down[0].proj_c.weight.grad.abs().sum()) > 0
