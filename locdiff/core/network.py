@@ -76,10 +76,8 @@ class CSUNet(nn.Module):
         d_time: int = 200,
         dropout: float = 0.3,
         w0: float = 1.0,
-        l0: float | None = None,
     ):
         super().__init__()
-        self.l0 = l0  # output head: the l = 0 entry fixed to this constant (a valid latent's is 1), or free
         if not widths or any(w < 1 for w in widths):
             raise ValueError(f"widths must be positive, got {widths}")
         self.d, self.d_cond, self.widths = d, d_cond, tuple(widths)
@@ -129,7 +127,4 @@ class CSUNet(nn.Module):
         h = self.mid(h, t_emb, c, projs[len(self.down)])
         for i, blk in enumerate(self.up, start=len(self.down) + 1):
             h = blk(torch.cat((h, skips.pop()), dim=-1), t_emb, c, projs[i])
-        out = self.out(torch.cat((h, x), dim=-1))
-        if self.l0 is None:
-            return out
-        return torch.cat((out.new_full(out.shape[:-1] + (1,), self.l0), out[..., 1:]), dim=-1)
+        return self.out(torch.cat((h, x), dim=-1))
