@@ -135,6 +135,8 @@ def _run_study(study: str, args) -> int:
     bundle = _given_model(study, args, kwargs)
     config = _config(args, bundle.config if bundle is not None else None)
     settings = _settings(args, study)
+    if bundle is not None and args.projection is None:  # a given run keeps the x0 projection it was selected with
+        settings = settings.replace(projection=bundle.config.eval.projection)
     container = build_container(config)
     env = study_env(container, config, progress=_progress, log=_log, reuse_models=not args.retrain)
     _log(f"study {study}: {json.dumps(settings.to_dict())}")

@@ -276,3 +276,31 @@ def test_anchor_sampling_study_writes_both_samplings_per_degree(env):
     assert len(spread) == 2 * len(expected)  # each model measured with both estimators
     last = tiny_config().diffusion.steps - 1
     assert all(list(v) == ["t ~ U", "t=0", f"t={round(0.9 * last)}"] for v in spread.values())
+
+
+@pytest.mark.parametrize(("given", "expected"), [([], "snap"), (["--projection", "clip"], "clip")])
+def test_a_study_of_a_given_run_keeps_its_x0_projection(tmp_path, monkeypatch, given, expected):
+    """`compare RUN` / `study anchors --run RUN`: a run selected with snap is sampled with snap unless told otherwise."""
+    from types import SimpleNamespace
+
+    from locdiff import cli
+    from locdiff.cli import studies as cli_studies
+    from locdiff.services import studies as study_services
+
+    config = RunConfig.from_dict({"eval": {"projection": "snap"}, "workdir": str(tmp_path / "runs")})
+    monkeypatch.setattr(cli_studies, "_given_model", lambda study, args, kwargs: SimpleNamespace(config=config))
+    monkeypatch.setattr(cli_studies, "_source", lambda container, args: None)
+    seen = []
+
+    def runner(source, embedder, config, env, settings, **kwargs):
+        seen.append(settings)
+        raise SystemExit(0)  # stop before anything is written
+
+    monkeypatch.setitem(study_services.RUNNERS, "compare", runner)
+    parser = cli.build_parser()
+    if "compare" not in parser._subparsers._group_actions[0].choices:
+        cli_studies.register(parser._subparsers._group_actions[0])
+    args = parser.parse_args(["compare", "runs/run-0001", "--workdir", str(tmp_path / "runs"), *given])
+    with pytest.raises(SystemExit):
+        args.func(args)
+    assert seen[0].projection == expected
