@@ -20,9 +20,11 @@ import torch
 
 from locdiff.core import geo
 from locdiff.core.anchors import equiangular
-from locdiff.core.decoding import _PRUNE, _coarse_size, _grid_candidates, default_radius_km, refine_modes, window_log_mass
+from locdiff.core.decoding import (_PRUNE, _coarse_size, _grid_candidates, credible_thresholds, default_radius_km, refine_modes,
+                                   window_log_mass)
 from locdiff.core.density import grid_logits
-from locdiff.core.results import DensityGrid, Mode
+from locdiff.core.reduction import reduce_samples
+from locdiff.core.results import DensityGrid, Mode, Prediction
 from locdiff.core.shdd import check_coeffs
 
 
@@ -204,6 +206,28 @@ def _modes(peaks: dict, grids: list[DensityGrid], *, top: int, radius_km: float)
             for o in order
         ))
     return out
+
+
+#: The credible regions every prediction reports.
+LEVELS = (0.5, 0.9, 0.95)
+
+
+@torch.no_grad()
+def predictions(e: torch.Tensor, items: list[str], *, reducer: str, grid_lat: int, grid_lon: int, top_modes: int) -> list[Prediction]:
+    """What K samples ``e`` [B, K, D] say about each of B inputs: decoded samples, reduced point, modes, map and its
+    credible thresholds, as :class:`Prediction` values — the one summary behind the app, ``predict`` (one input or a
+    batch) and the Python API, so an input gets the same answer, bit for bit, on every path."""
+    degree = check_coeffs(e)
+    radius = default_radius_km(degree)
+    grids = mixture_grids(e, grid_lat, grid_lon)
+    samples, modes = samples_and_modes(e, grids, top=top_modes, radius_km=radius)
+    samples = samples.double()
+    points = reduce_samples(samples, reducer, radius_km=2 * radius)
+    return [
+        Prediction(item=items[i], samples=samples[i], point=(float(points[i, 0]), float(points[i, 1])), reducer=reducer,
+                   modes=modes[i], grid=grids[i], credible=credible_thresholds(grids[i], LEVELS))
+        for i in range(len(items))
+    ]
 
 
 def density_at(grid: DensityGrid, latlon: torch.Tensor) -> torch.Tensor:

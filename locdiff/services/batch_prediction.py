@@ -19,17 +19,14 @@ import attrs
 import torch
 
 from locdiff.core import geo
-from locdiff.core.decoding import credible_area_km2, credible_thresholds, default_radius_km
-from locdiff.core.reduction import reduce_samples
+from locdiff.core.decoding import credible_area_km2
 from locdiff.core.results import Prediction
 from locdiff.core.sampling import PredictSettings
-from locdiff.core.summaries import mixture_grids, samples_and_modes
+from locdiff.core.summaries import predictions
 from locdiff.ports import BatchInput, ExperimentStore, Geocoder, ItemFailure, PredictionSink, ProgressFactory
 from locdiff.services.prediction import PredictionService, _file_bytes
 from locdiff.services.progress import NullProgress
 from locdiff.services.sampling import input_seed, per_input_noise, sample_coefficients
-
-LEVELS = (0.5, 0.9, 0.95)  # credible regions reported in every row
 
 
 @attrs.frozen
@@ -109,17 +106,8 @@ class BatchPredictor:
         noise = per_input_noise([input_seed(key, seed) for key in keys], k)
         e = sample_coefficients(bundle, cond.to(service.device), samples=k, sampler=settings.sampler, steps=settings.steps,
                                 projection=settings.projection, noise=noise).float().cpu()
-        radius = default_radius_km(bundle.degree)
-        grids = mixture_grids(e, settings.grid_lat, settings.grid_lon)
-        # the decoded samples (as decode) and the modes from one coarse peak search and one Newton refinement
-        samples, modes = samples_and_modes(e, grids, top=settings.top_modes, radius_km=radius)
-        samples = samples.double()
-        points = reduce_samples(samples, settings.reducer, radius_km=2 * radius)
-        return [
-            Prediction(item=items[i].value, samples=samples[i], point=(float(points[i, 0]), float(points[i, 1])),
-                       reducer=settings.reducer, modes=modes[i], grid=grids[i], credible=credible_thresholds(grids[i], LEVELS))
-            for i in range(len(items))
-        ]
+        return predictions(e, [it.value for it in items], reducer=settings.reducer, grid_lat=settings.grid_lat,
+                           grid_lon=settings.grid_lon, top_modes=settings.top_modes)
 
     # ------------------------------------------------------------------ the batch command: rows to a sink
     def run(self, inputs: Iterable[BatchInput], sink: PredictionSink, settings: PredictSettings, *, total: int | None = None,

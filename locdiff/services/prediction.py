@@ -17,12 +17,13 @@ import torch
 
 from locdiff.core.bundle import ModelBundle
 from locdiff.core.calibration import Calibrator
-from locdiff.core.decoding import credible_thresholds, decode, default_radius_km, density_grid, find_modes
+from locdiff.core.decoding import decode, default_radius_km, find_modes
 from locdiff.core.hybrid import HybridRule
 from locdiff.ports import EmbeddingRetriever, Embedder, ItemFailure, Retriever
 from locdiff.core.results import Prediction
 from locdiff.core.sampling import PredictSettings
 from locdiff.core.reduction import reduce_samples
+from locdiff.core.summaries import LEVELS, predictions
 from locdiff.services.hybrid import refine_with_gallery
 from locdiff.services.sampling import SamplingCancelled, cancel_check, input_seed, per_input_noise, sample_coefficients
 
@@ -125,18 +126,18 @@ class PredictionService:
             self.bundle, cond.to(self.device), samples=settings.samples, sampler=settings.sampler, steps=settings.steps,
             projection=settings.projection, noise=noise, on_step=cancel_check(cancelled, progress),
         )[0].float()
-        samples = decode(e).double().cpu()
-        radius = default_radius_km(self.bundle.degree)
-        point = reduce_samples(samples[None], settings.reducer, radius_km=2 * radius)[0]
-        levels = (0.5, 0.9, 0.95)
-        if self.calibrator is None:
-            grid = density_grid(e.cpu(), settings.grid_lat, settings.grid_lon)
-            credible = credible_thresholds(grid, levels)
-            modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius)
+        if self.calibrator is None:  # the raw map: the summary every path shares (batch rows, the API) — same answers
+            base = predictions(e.cpu()[None], [item], reducer=settings.reducer, grid_lat=settings.grid_lat,
+                               grid_lon=settings.grid_lon, top_modes=settings.top_modes)[0]
+            samples, point = base.samples, torch.tensor(base.point, dtype=torch.float64)
+            grid, credible, modes = base.grid, base.credible, base.modes
         else:  # the calibrated map, each α-region drawn at the HPD level the calibration assigns to α
+            samples = decode(e).double().cpu()
+            radius = default_radius_km(self.bundle.degree)
+            point = reduce_samples(samples[None], settings.reducer, radius_km=2 * radius)[0]
             cal = attrs.evolve(self.calibrator, n_lat=settings.grid_lat, n_lon=settings.grid_lon)
             grid = cal.grid(e.cpu(), samples)
-            credible = cal.thresholds(grid, levels)
+            credible = cal.thresholds(grid, LEVELS)
             # mode masses from the calibrated map too (on at most 90×180 cells: cost grows with K × cells)
             small = grid if grid.mass.numel() <= 90 * 180 else attrs.evolve(cal, n_lat=90, n_lon=180).grid(e.cpu(), samples)
             modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius, grid=small)

@@ -109,13 +109,16 @@ def test_batched_answers_equal_one_at_a_time(one_thread):
     assert all(_same(a, b) for a, b in zip(together, shuffled))
 
 
-def test_the_single_input_service_gives_the_same_points_and_samples():
-    """Points and samples equal the single-input path's (same seeding, same sampler); only the map summary differs."""
+def test_the_single_input_service_gives_the_same_answer_bit_for_bit(one_thread):
+    """The app's / ``predict --text``'s path shares the batch's summary: samples, point, modes, map and regions equal."""
     p = predictor()
-    [batched] = p.predict([BatchInput(0, "text", "Springfield")], SETTINGS)
-    single = p.service.predict_text("Springfield", SETTINGS)
-    assert torch.allclose(batched.samples, single.samples, atol=1e-4, rtol=0)
-    assert max(abs(a - b) for a, b in zip(batched.point, single.point)) < 1e-4
+    batched = p.predict([BatchInput(i, "text", t) for i, t in enumerate(["Springfield", "Paris", "Lima"])], SETTINGS)
+    for row in batched:
+        single = p.service.predict_text(row.item, SETTINGS)
+        assert torch.equal(row.samples, single.samples) and row.point == single.point
+        assert row.modes == single.modes and len(single.modes) >= 1
+        assert torch.equal(row.grid.mass, single.grid.mass) and row.credible == single.credible
+    assert batched[0].point != batched[1].point
 
 
 def test_bad_inputs_are_reported_in_their_rows_and_the_batch_goes_on():
