@@ -2,7 +2,7 @@
 
 * texts: ``--texts`` queries through :class:`BatchPredictor` in chunks of ``--chunk`` (embedding, sampling, decoding and
   summaries batched) vs the same pipeline one input per call (``chunk=1``) and vs the single-input
-  ``PredictionService.predict_text`` loop that ``predict --text`` runs (its 90×180 map), on ``--one-at-a-time`` of the
+  ``PredictionService.predict_text`` loop that ``predict --text`` runs (the app's path; the same 90×180 map), on ``--one-at-a-time`` of the
   queries. Each mode starts from an empty embedding cache (embedding cost included; the model loaded before timing).
   Identical answers: the batched rows of those queries, recomputed from the one-at-a-time run's cached embeddings,
   are compared with the one-at-a-time rows field by field (bit for bit).
@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks._timing import status  # noqa: E402
+from locdiff.core.diffusion import DEFAULT_PROJECTION, DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS  # noqa: E402
 
 WORDS = ("Springfield", "Riverside", "Fairview", "Georgetown", "Salem", "Kyoto", "Lagos", "Cusco", "Tromsø", "Perth",
          "Valparaíso", "Hanoi", "Tbilisi", "Aarhus", "Nagpur", "Tucson", "Bergen", "Mendoza", "Zanzibar", "Lviv")
@@ -43,14 +44,12 @@ def queries(n: int, offset: int = 0) -> list[str]:
     return [f"{WORDS[i % len(WORDS)]} {i // len(WORDS) + 1}, {REGIONS[(i * 7) % len(REGIONS)]}" for i in range(offset, offset + n)]
 
 
-SAMPLER = {"sampler": "ddim", "projection": "snap"}  # the chain timed (--sampler, --projection); explicit, not the defaults
-
-
-def settings(samples: int = 16, steps: int = 20):
+def settings(sampler: str, steps: int, projection: str, samples: int = 16):
+    """What every mode predicts with (seeded: the answers are comparable across modes)."""
     from locdiff.core.sampling import PredictSettings, SamplingSettings
 
-    return PredictSettings(SamplingSettings(samples=samples, steps=steps, seed=0, **SAMPLER), top_modes=5, grid_lat=90,
-                           grid_lon=180)
+    return PredictSettings(SamplingSettings(samples=samples, sampler=sampler, steps=steps, projection=projection, seed=0),
+                           top_modes=5, grid_lat=90, grid_lon=180)
 
 
 class Rows:
@@ -88,8 +87,7 @@ def text_inputs(texts):
     return [BatchInput(i, "text", t) for i, t in enumerate(texts)]
 
 
-def bench_texts(run: Path, tmp: Path, n: int, n_one: int, chunk: int) -> dict:
-    s = settings()
+def bench_texts(run: Path, tmp: Path, n: int, n_one: int, chunk: int, s) -> dict:
     texts = queries(n)
     out = {}
     batched = predictor(run, tmp / "batched", chunk)
@@ -103,9 +101,13 @@ def bench_texts(run: Path, tmp: Path, n: int, n_one: int, chunk: int) -> dict:
     legacy = build_prediction_service(run, device="cpu", workdir=str(tmp / "legacy"))
     legacy.predict_text("warm-up query", s)
     start = time.perf_counter()
-    for t in texts[:n_one]:
-        legacy.predict_text(t, s)
+    answers = [legacy.predict_text(t, s) for t in texts[:n_one]]
     out["legacy_s"] = time.perf_counter() - start
+    # the same texts batched on that loop's cached embeddings: the app's answers must equal the batch's, bit for bit
+    again = predictor(run, tmp / "legacy", chunk).predict(text_inputs(texts[:n_one]), s)
+    out["identical_predict_text"] = sum(
+        a.point == b.point and a.modes == b.modes and bool((a.samples == b.samples).all()) and bool((a.grid.mass == b.grid.mass).all())
+        for a, b in zip(answers, again))
     # identical answers: the batched pipeline on the one-at-a-time run's cached embeddings, in chunks of `chunk`
     rechunked = predictor(run, tmp / "single", chunk)
     _, rows_same = timed_run(rechunked, text_inputs(texts[:n_one]), s)
@@ -116,14 +118,13 @@ def bench_texts(run: Path, tmp: Path, n: int, n_one: int, chunk: int) -> dict:
     return out
 
 
-def bench_images(tmp: Path, n: int, n_one: int, chunk: int) -> dict:
+def bench_images(tmp: Path, n: int, n_one: int, chunk: int, s) -> dict:
     from locdiff.ports import BatchInput
     from tests.support.tiny_run import make_photos, make_tiny_run
 
     run = make_tiny_run(tmp / "clip")
     paths = make_photos(tmp / "photos", n, size=256)
     items = [BatchInput(i, "image", str(p)) for i, p in enumerate(paths)]
-    s = settings()
     batched = predictor(run, tmp / "img-batched", chunk)
     batched.predict(text_inputs(["warm-up"]), s)
     t_b, rows_b = timed_run(batched, items, s)
@@ -133,7 +134,7 @@ def bench_images(tmp: Path, n: int, n_one: int, chunk: int) -> dict:
     return {"n": n, "n_one": n_one, "batched_s": t_b, "single_s": t_1, "errors": sum(r["error"] is not None for r in rows_b)}
 
 
-def memory_child(run: Path, n: int, chunk: int, samples: int, steps: int) -> None:
+def memory_child(run: Path, n: int, chunk: int, s) -> None:
     from locdiff.container import batch_inputs, prediction_sink
 
     with tempfile.TemporaryDirectory() as d:
@@ -142,7 +143,7 @@ def memory_child(run: Path, n: int, chunk: int, samples: int, steps: int) -> Non
         pred = predictor(run, Path(d), chunk)
         sink = prediction_sink(Path(d) / "out.jsonl")
         start = time.perf_counter()
-        report = pred.run(batch_inputs(str(src)), sink, settings(samples, steps))
+        report = pred.run(batch_inputs(str(src)), sink, s)
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     print(json.dumps({"n": n, "written": report.written, "seconds": seconds, "peak_rss_mib": peak}))
@@ -159,30 +160,33 @@ def main() -> None:
     p.add_argument("--memory", default="1000,10000", help="text counts for the peak-memory children ('' to skip)")
     p.add_argument("--memory-samples", type=int, default=4)
     p.add_argument("--memory-steps", type=int, default=5)
-    p.add_argument("--sampler", default=SAMPLER["sampler"], help="the diffusion sampler timed (20 steps; default %(default)s)")
-    p.add_argument("--projection", default=SAMPLER["projection"], help="x0 projection between steps (default %(default)s)")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help="the diffusion sampler timed (default %(default)s)")
+    p.add_argument("--steps", type=int, default=DEFAULT_SAMPLER_STEPS, help="its network calls (default %(default)s)")
+    p.add_argument("--projection", default=DEFAULT_PROJECTION, help="x0 projection between steps (default %(default)s)")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
-    SAMPLER.update(sampler=args.sampler, projection=args.projection)
+    s = settings(args.sampler, args.steps, args.projection)
     torch.set_num_threads(args.threads)
     os.environ.pop("LOCDIFF_CACHE", None)  # each mode embeds from scratch in its own cache
     run = Path(args.run)
     if args.child:
-        memory_child(run, args.child, args.chunk, args.memory_samples, args.memory_steps)
+        memory_child(run, args.child, args.chunk, settings(args.sampler, args.memory_steps, args.projection, args.memory_samples))
         return
-    print(f"bench_predict: {status()} chunk={args.chunk} K=16 {args.sampler}-20 projection={args.projection} grid 90x180", flush=True)
+    print(f"bench_predict: {status()} chunk={args.chunk} K=16 {args.sampler}-{args.steps} projection={args.projection} grid 90x180", flush=True)
     with tempfile.TemporaryDirectory() as d:
         if args.texts:
-            t = bench_texts(run, Path(d), args.texts, args.one_at_a_time, args.chunk)
+            t = bench_texts(run, Path(d), args.texts, args.one_at_a_time, args.chunk, s)
             b, one, leg = t["n"] / t["batched_s"], t["n_one"] / t["single_s"], t["n_one"] / t["legacy_s"]
             print(f"texts  batched     {t['n']:5d} items {t['batched_s']:7.1f} s  {b:6.2f} items/s")
             print(f"texts  one-at-a-time {t['n_one']:3d} items {t['single_s']:7.1f} s  {one:6.2f} items/s  (same pipeline, chunk 1)")
             print(f"texts  predict_text  {t['n_one']:3d} items {t['legacy_s']:7.1f} s  {leg:6.2f} items/s  (single-input service)")
             print(f"texts  ratio batched / one-at-a-time = {b / one:.2f}x; batched / predict_text = {b / leg:.2f}x")
             print(f"texts  identical rows (batched on the same embeddings vs one at a time): {t['identical_rows']} / {t['n_one']}; "
-                  f"max point difference with freshly batched embeddings {t['max_point_diff_deg_fresh_embeddings']:.2e} deg", flush=True)
+                  f"max point difference with freshly batched embeddings {t['max_point_diff_deg_fresh_embeddings']:.2e} deg; "
+                  f"predict_text answers equal to the batch's (samples, point, modes, map): {t['identical_predict_text']} / {t['n_one']}",
+                  flush=True)
         if args.images:
-            im = bench_images(Path(d), args.images, min(args.images, args.one_at_a_time), args.chunk)
+            im = bench_images(Path(d), args.images, min(args.images, args.one_at_a_time), args.chunk, s)
             b, one = im["n"] / im["batched_s"], im["n_one"] / im["single_s"]
             print(f"images batched {im['n']} {b:.2f} items/s; one-at-a-time {im['n_one']} {one:.2f} items/s; ratio {b / one:.2f}x "
                   f"(tiny CLIP, 256x256 PNGs, {im['errors']} errors)", flush=True)
