@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from locdiff.cli.flags import count
-from locdiff.core.hybrid import HYBRID_RULES, HybridRule
+from locdiff.core.hybrid import DENSITY_RULES, HYBRID_RULES, HybridRule
 from locdiff.services.hybrid import HYBRID_SOURCES
 
 GEOCLIP_RADIUS_KM = 200.0  # the paper's radius for "Ours + GeoCLIP"
@@ -41,7 +41,8 @@ def hybrid_flags(p: argparse.ArgumentParser, *, evaluation: bool) -> None:
     p.add_argument("--hybrid-radius", type=radius, default="auto",
                    help="radius around the samples in km, or auto: chosen on the model's validation split (default)")
     p.add_argument("--hybrid-rule", choices=(*HYBRID_RULES, "auto"), default="auto",
-                   help="radius: the paper's best match within R; density: similarity + λ·log sample density; auto: chosen on validation")
+                   help="radius: the paper's best match within R; density: similarity + λ·log sample density; consensus: the "
+                        "retrieval neighbours' weighted vote + λ·log sample density (λ = 0: weighted kNN); auto: chosen on validation")
     p.add_argument("--hybrid-val-items", type=count, help="validation items for choosing the rule (default: all)")
 
 
@@ -65,8 +66,8 @@ def label(args, rule: HybridRule | None, sampler: str = "") -> str:
 
 def fixed_rule(args) -> HybridRule | None:
     """The rule the flags fix, or None when something is left to validation."""
-    if args.hybrid_rule == "auto" or args.hybrid_radius == "auto" or args.hybrid_rule == "density":
-        return None  # the density rule's λ is always chosen on validation
+    if args.hybrid_rule == "auto" or args.hybrid_radius == "auto" or args.hybrid_rule in DENSITY_RULES:
+        return None  # the density and consensus rules' λ (and the vote's k, T, r) are always chosen on validation
     return HybridRule(args.hybrid_rule, float(args.hybrid_radius))
 
 

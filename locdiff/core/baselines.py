@@ -68,6 +68,11 @@ def nearest_points(query: torch.Tensor, points: torch.Tensor, *, chunk: int = 13
     return best_idx
 
 
+#: Weighted kNN's validation sweep (softmax temperature; radius of a neighbour's vote, km); LocDiff-H's consensus rule
+#: sweeps the same values, so weighted kNN is one of its candidates.
+KNN_TEMPERATURES: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 1.0)
+KNN_RADII_KM: tuple[float, ...] = (25.0, 200.0, 750.0)
+
 # --------------------------------------------------------------------------- kNN retrieval
 @attrs.define
 class KNNRetrieval:
@@ -91,8 +96,8 @@ class KNNRetrieval:
         device: torch.device | str = "cpu",
         seed: int = 0,
         k: int = 10,
-        temperatures: Sequence[float] = (0.01, 0.02, 0.05, 0.1, 0.2, 1.0),
-        radii_km: Sequence[float] = (25.0, 200.0, 750.0),
+        temperatures: Sequence[float] = KNN_TEMPERATURES,
+        radii_km: Sequence[float] = KNN_RADII_KM,
     ) -> "KNNRetrieval":
         """Store the gallery; for ``k > 1`` choose (T, R) maximising :func:`selection_score` on validation."""
         _check_inputs(train_cond, train_latlon, "kNN training data")

@@ -8,6 +8,10 @@ and two rules choose among them:
 * ``radius`` — the paper's rule: the most similar match within ``R`` of a sample (fallback: the LocDiffusion point);
 * ``density`` — the match maximising ``cos + λ · log q(x)``, ``q`` the K-sample SHDD mixture density (eq. 11)
   at the match (per steradian), among matches within ``R`` (``R = inf``: all of them); same fallback.
+* ``consensus`` — among the ``k`` most similar matches within ``R``, the one maximising
+  ``log Σ_{i ≤ k, d(i, j) ≤ r} softmax_i(cos / T) + λ · log q(x_j)``: the retrieval neighbours' agreement on a place
+  (kNN-k's weighted vote: ``λ = 0``, ``R = inf`` is exactly the weighted kNN baseline) times the diffusion
+  density; same fallback.
 
 ``R`` (and ``λ``) are chosen on the validation split by :func:`select_rule` with the baselines' criterion
 (mean accuracy over 1/25/200/750/2500 km), never on test. Pure torch; no I/O.
@@ -22,13 +26,17 @@ import attrs
 import torch
 
 from locdiff.core import geo
-from locdiff.core.baselines import selection_score
+from locdiff.core.baselines import KNN_RADII_KM, KNN_TEMPERATURES, selection_score
 
 #: The rules, the one source of ``--hybrid-rule``'s choices (plus ``auto``: chosen on validation).
-HYBRID_RULES = ("radius", "density")
+HYBRID_RULES = ("radius", "density", "consensus")
+#: The rules that read the samples' mixture density at the matches.
+DENSITY_RULES = ("density", "consensus")
 #: Radii (km) and density weights swept on validation.
 SWEEP_RADII_KM: tuple[float, ...] = (10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 750.0, 1500.0)
 SWEEP_LAMBDAS: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3)
+#: The consensus rule's sweep: neighbours voting, softmax temperature, agreement radius (km), outer radius R (km).
+SWEEP_CONSENSUS = {"k": (10, 50), "temperature": KNN_TEMPERATURES, "consensus_km": KNN_RADII_KM, "radius_km": (750.0, math.inf)}
 
 
 @attrs.frozen
@@ -38,6 +46,9 @@ class HybridRule:
     rule: str = attrs.field(default="radius", validator=attrs.validators.in_(HYBRID_RULES))
     radius_km: float = attrs.field(default=200.0, converter=float)
     lam: float = attrs.field(default=0.0, converter=float)
+    k: int = attrs.field(default=10, converter=int, validator=attrs.validators.ge(1))  # consensus: neighbours voting
+    temperature: float = attrs.field(default=0.03, converter=float, validator=attrs.validators.gt(0.0))  # consensus: softmax T
+    consensus_km: float = attrs.field(default=25.0, converter=float, validator=attrs.validators.gt(0.0))  # consensus: agreement radius
 
     @radius_km.validator
     def _radius(self, _attr, value: float) -> None:
@@ -46,17 +57,24 @@ class HybridRule:
 
     def describe(self) -> str:
         r = "any distance" if math.isinf(self.radius_km) else f"R={self.radius_km:g} km"
-        return f"{self.rule}, {r}" + (f", λ={self.lam:g}" if self.rule == "density" else "")
+        out = f"{self.rule}, {r}" + (f", λ={self.lam:g}" if self.rule in DENSITY_RULES else "")
+        if self.rule == "consensus":
+            out += f", k={self.k}, T={self.temperature:g}, r={self.consensus_km:g} km"
+        return out
 
     def to_dict(self) -> dict[str, float | str]:
-        return {"rule": self.rule, "radius_km": self.radius_km, "lam": self.lam}
+        out: dict[str, float | str] = {"rule": self.rule, "radius_km": self.radius_km, "lam": self.lam}
+        if self.rule == "consensus":
+            out.update(k=self.k, temperature=self.temperature, consensus_km=self.consensus_km)
+        return out
 
     @classmethod
     def from_dict(cls, data) -> "HybridRule":
         try:
-            return cls(str(data["rule"]), float(data["radius_km"]), float(data.get("lam", 0.0)))
+            extra = {key: data[key] for key in ("k", "temperature", "consensus_km") if key in data}
+            return cls(str(data["rule"]), float(data["radius_km"]), float(data.get("lam", 0.0)), **extra)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"hybrid rule: expected {{rule, radius_km, lam}}, got {data!r} ({exc})") from None
+            raise ValueError(f"hybrid rule: expected {{rule, radius_km, lam[, k, temperature, consensus_km]}}, got {data!r} ({exc})") from None
 
 
 @attrs.frozen
@@ -92,11 +110,14 @@ def choose(matches: Matches, samples: torch.Tensor, fallback: torch.Tensor, rule
     """
     ok = within_radius(matches.latlon, samples, rule.radius_km) & torch.isfinite(matches.sims)
     score = matches.sims.double()
-    if rule.rule == "density":
+    if rule.rule == "consensus":
+        score = consensus_log_weight(matches, rule.k, rule.temperature, rule.consensus_km)
+        ok[:, rule.k :] = False
+    if rule.rule in DENSITY_RULES and rule.lam != 0.0:
         if log_density is None:
-            raise ValueError("the density rule needs the samples' log density at the matches")
+            raise ValueError(f"the {rule.rule} rule needs the samples' log density at the matches")
         score = score + rule.lam * log_density.double().to(score.device)
-        ok &= torch.isfinite(score)
+    ok &= torch.isfinite(score)
     score = score.masked_fill(~ok, -math.inf)
     best = score.argmax(1)
     rows = torch.arange(best.shape[0], device=best.device)
@@ -106,14 +127,34 @@ def choose(matches: Matches, samples: torch.Tensor, fallback: torch.Tensor, rule
     return out, used
 
 
-def candidate_rules(rules: Sequence[str] = HYBRID_RULES, radii: Sequence[float] = SWEEP_RADII_KM,
+def consensus_log_weight(matches: Matches, k: int, temperature: float, radius_km: float) -> torch.Tensor:
+    """[B, depth]: for each of the first ``k`` matches, the log of the ``softmax(cos / T)`` weight (over the first ``k``)
+    of the matches within ``radius_km`` of it — kNN-k's weighted vote for that place; -inf beyond the first ``k``."""
+    b, depth = matches.sims.shape
+    k = min(k, depth)
+    sims = matches.sims[:, :k].double()
+    log_w = torch.log_softmax((sims / temperature).masked_fill(~torch.isfinite(sims), -math.inf), dim=1)
+    xyz = geo.to_xyz(matches.latlon[:, :k].double().nan_to_num(0.0))
+    near = torch.einsum("bic,bjc->bij", xyz, xyz) >= math.cos(min(radius_km / geo.EARTH_RADIUS_KM, math.pi))
+    vote = torch.logsumexp(log_w[:, None, :].masked_fill(~near, -math.inf), dim=2)  # [B, k]: weight near match j
+    out = torch.full((b, depth), -math.inf, dtype=torch.float64, device=vote.device)
+    out[:, :k] = vote.masked_fill(~torch.isfinite(sims), -math.inf)
+    return out
+
+
+def candidate_rules(rules: Sequence[str] = HYBRID_RULES, radii: Sequence[float] | None = None,
                     lambdas: Sequence[float] = SWEEP_LAMBDAS) -> list[HybridRule]:
-    """The validation sweep: every radius for ``radius``; every (radius or inf) × λ for ``density``."""
+    """The validation sweep: every radius for ``radius``; every (radius or inf) × λ for ``density``; for ``consensus``
+    :data:`SWEEP_CONSENSUS` with λ = 0 too (its kNN special case). ``radii`` given: R is fixed to those."""
     out: list[HybridRule] = []
     if "radius" in rules:
-        out += [HybridRule("radius", r) for r in radii]
+        out += [HybridRule("radius", r) for r in (radii or SWEEP_RADII_KM)]
     if "density" in rules:
-        out += [HybridRule("density", r, lam) for r in (*radii, math.inf) for lam in lambdas]
+        out += [HybridRule("density", r, lam) for r in (*(radii or SWEEP_RADII_KM), math.inf) for lam in lambdas]
+    if "consensus" in rules:
+        c = SWEEP_CONSENSUS
+        out += [HybridRule("consensus", big, lam, k, temp, small) for big in (radii or c["radius_km"]) for lam in (0.0, *lambdas)
+                for k in c["k"] for temp in c["temperature"] for small in c["consensus_km"]]
     if not out:
         raise ValueError(f"no hybrid rule to sweep; expected some of {HYBRID_RULES}, got {tuple(rules)}")
     return out
@@ -126,7 +167,7 @@ def select_rule(matches: Matches, samples: torch.Tensor, fallback: torch.Tensor,
     (rule, score, share of queries answered by retrieval) of the sweep."""
     table = []
     for rule in candidates:
-        if rule.rule == "density" and log_density is None:
+        if rule.rule in DENSITY_RULES and rule.lam != 0.0 and log_density is None:
             continue
         points, used = choose(matches, samples, fallback, rule, log_density)
         table.append((rule, selection_score(points, truth), float(used.double().mean())))

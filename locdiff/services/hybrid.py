@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 import torch
 
-from locdiff.core.hybrid import HYBRID_RULES, HybridRule, Matches, candidate_rules, choose, select_rule
+from locdiff.core.hybrid import DENSITY_RULES, HYBRID_RULES, HybridRule, Matches, candidate_rules, choose, select_rule
 from locdiff.core.metrics import SCALES_KM, summarize
 from locdiff.core.sampling import SamplingSettings
 from locdiff.core.scores import bootstrap_interval, mixture_log_density
@@ -113,12 +113,12 @@ def select_on_validation(retriever: EmbeddingRetriever, bundle, data, sampling: 
     index = data.splits.get("val", torch.empty(0, dtype=torch.long))[:max_items]
     if index.numel() == 0:
         raise ValueError(f"dataset {data.name!r} has no validation items to choose the hybrid radius on; give --hybrid-radius KM")
-    density = "density" in rules
+    density = any(r in DENSITY_RULES for r in rules)
     points, samples, coeffs = predict_locations(bundle, data.cond[index], sampling, device=device, progress=progress,
                                                 keep_coefficients=density)
     matches, log_density = match(retriever, data.cond[index], coeffs if density else None, depth=depth)
     radii = (radius_km,) if radius_km is not None else None
-    candidates = candidate_rules(rules, **({"radii": radii} if radii else {}))
+    candidates = candidate_rules(rules, radii)
     rule, table = select_rule(matches, samples, points, data.latlon[index], candidates, log_density)
     return HybridSelection(rule, tuple(table), int(index.numel()))
 
@@ -127,9 +127,10 @@ def refine_with_gallery(retriever: EmbeddingRetriever, cond: torch.Tensor, sampl
                         rule: HybridRule, coeffs: torch.Tensor | None = None, *, depth: int = DEFAULT_DEPTH
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """LocDiff-H points [B, 2] and whether retrieval answered [B] (else the LocDiffusion ``fallback``)."""
-    if rule.rule == "density" and coeffs is None:
-        raise ValueError("the density rule needs the samples' SHDD codes")
-    matches, log_density = match(retriever, cond, coeffs if rule.rule == "density" else None, depth=depth)
+    reads_density = rule.rule in DENSITY_RULES and rule.lam != 0.0
+    if reads_density and coeffs is None:
+        raise ValueError(f"the {rule.rule} rule needs the samples' SHDD codes")
+    matches, log_density = match(retriever, cond, coeffs if reads_density else None, depth=depth)
     return choose(matches, samples, fallback, rule, log_density)
 
 
@@ -162,8 +163,8 @@ def evaluate_gallery_hybrid(retriever: EmbeddingRetriever, bundle, train_data, d
         rule = selection.rule
     index = data.splits[split][: evaluation.truth.shape[0]]
     coeffs = evaluation.coefficients
-    if rule.rule == "density" and coeffs is None:
-        raise ValueError("the density rule needs the samples' SHDD codes (evaluate with scores)")
+    if rule.rule in DENSITY_RULES and rule.lam != 0.0 and coeffs is None:
+        raise ValueError(f"the {rule.rule} rule needs the samples' SHDD codes (evaluate with scores)")
     points, used = refine_with_gallery(retriever, data.cond[index], evaluation.samples, evaluation.predictions, rule, coeffs)
     metrics = hybrid_metrics(points, evaluation.truth, used)
     if store is not None and run_id is not None:

@@ -13,6 +13,7 @@ import torch
 from adapters.gallery_retriever import GalleryCache, MappedGallery
 from adapters.hybrid_file import load_hybrid_rule, save_hybrid_rule
 from locdiff.core import geo
+from locdiff.core.baselines import KNN_RADII_KM, KNN_TEMPERATURES, KNNRetrieval
 from locdiff.core.hybrid import HybridRule, Matches, candidate_rules, choose, select_rule, within_radius
 from locdiff.core.shdd import encode
 from locdiff.services.data import PreparedData
@@ -116,14 +117,61 @@ def test_select_rule_chooses_the_radius_that_is_right_on_validation():
     assert table[0][2] == 0.0 and table[1][2] == 1.0  # share answered by retrieval
 
 
-def test_candidate_rules_sweep_both_rules_and_reject_unknown():
+def test_candidate_rules_sweep_every_rule_and_reject_unknown():
     rules = candidate_rules()
-    assert {r.rule for r in rules} == {"radius", "density"}
+    assert {r.rule for r in rules} == {"radius", "density", "consensus"}
     assert any(math.isinf(r.radius_km) for r in rules if r.rule == "density")
+    # weighted kNN-10 (λ = 0, any distance) with every (T, r) of its own sweep is among the consensus candidates
+    knn = {(r.temperature, r.consensus_km) for r in rules if r.rule == "consensus" and r.lam == 0 and r.k == 10 and math.isinf(r.radius_km)}
+    assert knn == {(t, r) for t in KNN_TEMPERATURES for r in KNN_RADII_KM}
+    assert {r.radius_km for r in candidate_rules(("consensus",), radii=(300.0,))} == {300.0}
     with pytest.raises(ValueError):
         HybridRule("nearest", 10.0)
     with pytest.raises(ValueError):
         HybridRule("radius", 0.0)
+
+
+def test_consensus_rule_with_no_density_weight_is_weighted_knn():
+    """λ = 0, R = inf: the consensus rule answers exactly what the weighted kNN baseline answers, query by query."""
+    g = torch.Generator().manual_seed(3)
+    n, d, q = 400, 16, 60
+    train = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
+    centres = torch.tensor([PARIS, LYON, TOKYO, (40.7, -74.0), (-33.9, 151.2)], dtype=torch.float64)
+    latlon = centres[torch.randint(0, 5, (n,), generator=g)] + 0.3 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    queries = torch.nn.functional.normalize(train[:q] + 0.8 * torch.randn(q, d, generator=g), dim=1)
+    for k, temp, r in ((10, 0.05, 25.0), (10, 1.0, 200.0), (20, 0.01, 750.0)):
+        knn = KNNRetrieval.fit(train, latlon, k=k)
+        knn.temperature, knn.radius_km = temp, r
+        sims, idx = torch.topk(queries @ train.T, 64, dim=1)
+        m = Matches(sims.float(), latlon[idx])
+        rule = HybridRule("consensus", math.inf, 0.0, k, temp, r)
+        out, used = choose(m, torch.zeros(q, 1, 2, dtype=torch.float64), torch.zeros(q, 2, dtype=torch.float64), rule)
+        assert bool(used.all())
+        assert torch.equal(out, knn.predict(queries).double())
+
+
+def test_consensus_rule_lets_the_density_break_a_split_vote():
+    """Two places with equal retrieval votes: λ > 0 picks the one the diffusion samples favour; λ = 0 the first."""
+    m = _matches([(0.90, TOKYO), (0.90, PARIS), (0.80, TOKYO), (0.80, PARIS)])
+    samples = _around(PARIS)
+    log_q = torch.tensor([[-5.0, 3.0, -5.0, 3.0]], dtype=torch.float64)
+    plain, _ = choose(m, samples, FALLBACK, HybridRule("consensus", math.inf, 0.0, 4, 0.05, 25.0), log_q)
+    tilted, _ = choose(m, samples, FALLBACK, HybridRule("consensus", math.inf, 0.1, 4, 0.05, 25.0), log_q)
+    assert torch.allclose(plain[0], torch.tensor(TOKYO, dtype=torch.float64))
+    assert torch.allclose(tilted[0], torch.tensor(PARIS, dtype=torch.float64))
+    inside, used = choose(m, samples, FALLBACK, HybridRule("consensus", 500.0, 0.0, 4, 0.05, 25.0), log_q)  # Tokyo out of reach
+    assert bool(used[0]) and torch.allclose(inside[0], torch.tensor(PARIS, dtype=torch.float64))
+    only_first, _ = choose(m, samples, FALLBACK, HybridRule("consensus", math.inf, 0.1, 1, 0.05, 25.0), log_q)  # k = 1: one voter
+    assert torch.allclose(only_first[0], torch.tensor(TOKYO, dtype=torch.float64))
+
+
+def test_a_consensus_rule_round_trips_through_its_dict():
+    rule = HybridRule("consensus", math.inf, 0.03, 50, 0.02, 200.0)
+    assert HybridRule.from_dict(rule.to_dict()) == rule
+    assert "k=50" in rule.describe() and "λ=0.03" in rule.describe()
+    assert HybridRule.from_dict({"rule": "density", "radius_km": 750.0, "lam": 0.03}) == HybridRule("density", 750.0, 0.03)
+    with pytest.raises(ValueError, match="hybrid rule"):
+        HybridRule.from_dict({"rule": "consensus", "radius_km": 750.0, "k": 0})
 
 
 # --------------------------------------------------------------------------- the memory-mapped gallery

@@ -3,7 +3,6 @@ validation split (the sweep recorded as a table of its own) and applied to the e
 
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -47,7 +46,5 @@ def hybrid_row(result: StudyResult, table: str, model: ModelBundle, data: Prepar
         return
     fallback = reduce_samples(sampled.samples, "mode", radius_km=2 * default_radius_km(model.degree))
     points, used = refine_with_gallery(gallery_of(env.gallery, data), cond, sampled.samples, fallback, selection.rule, sampled.coeffs)
-    r = selection.rule
-    name = f"LocDiff-H ({r.rule}, R={'inf' if math.isinf(r.radius_km) else f'{r.radius_km:g}'} km" + (
-        f", λ={r.lam:g})" if r.rule == "density" else ")")
+    name = f"LocDiff-H ({selection.rule.describe()})"
     result.add_row(table, name, hybrid_metrics(points, sampled.truth, used))
