@@ -118,9 +118,10 @@ def training_data(container, bundle, given: str | None, data):
 
 def sweep_table(selection, top: int | None = None) -> str:
     """The validation sweep (best ``top`` rows) as a Markdown table: rule, R, λ, mean accuracy, share answered by retrieval."""
-    lines = ["| rule | R (km) | λ | mean acc. (%) | retrieved (%) |", "|---|---|---|---|---|"]
+    lines = ["| rule | R (km) | λ | vote (consensus) | mean acc. (%) | retrieved (%) |", "|---|---|---|---|---|---|"]
     rows = sorted(selection.sweep, key=lambda row: -row[1])[:top]
     for rule, score, used in rows:
         r = "inf" if math.isinf(rule.radius_km) else f"{rule.radius_km:g}"
-        lines.append(f"| {rule.rule} | {r} | {rule.lam:g} | {score:.2f} | {100 * used:.1f} |")
+        vote = f"k={rule.k}, T={rule.temperature:g}, r={rule.consensus_km:g} km" if rule.rule == "consensus" else "–"
+        lines.append(f"| {rule.rule} | {r} | {rule.lam:g} | {vote} | {score:.2f} | {100 * used:.1f} |")
     return "\n".join(lines)
