@@ -28,7 +28,8 @@ def config_from_args(args) -> RunConfig:
     holdout = flag("holdout_groups")
     overrides = {
         "model.degree": flag("degree"), "train.steps": flag("steps"), "train.batch_size": flag("batch_size"),
-        "train.seed": flag("seed"), "diffusion.loss": flag("loss"), "data.places_limit": flag("places"),
+        "train.seed": flag("seed"), "diffusion.loss": flag("loss"), "diffusion.l2_weight": flag("l2_weight"),
+        "data.places_limit": flag("places"),
         "data.all_places": True if flag("all_places") else None, "data.source": flag("data"), "data.embedder": flag("embedder"),
         "data.clip_pretrained": flag("clip_pretrained"), "data.holdout_groups": holdout.split(",") if holdout else None,
         "eval.max_items": flag("eval_items"), "device": flag("device"), "workdir": flag("workdir"), "store_url": flag("store"),
@@ -39,7 +40,7 @@ def config_from_args(args) -> RunConfig:
 # which flag sets which setting: a bad value is blamed on the flag, not on the config file
 FLAG_OF = {
     "model.degree": "--degree", "train.steps": "--steps", "train.batch_size": "--batch-size", "train.seed": "--seed",
-    "diffusion.loss": "--loss", "data.places_limit": "--places", "data.source": "--data", "data.embedder": "--embedder",
+    "diffusion.loss": "--loss", "diffusion.l2_weight": "--l2-weight", "data.places_limit": "--places", "data.source": "--data", "data.embedder": "--embedder",
     "data.clip_pretrained": "--clip-pretrained", "data.holdout_groups": "--holdout-groups", "eval.max_items": "--eval-items",
     "device": "--device", "workdir": "--workdir", "store_url": "--store",
 }
@@ -78,6 +79,7 @@ def training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--loss", choices=LOSSES)
+    p.add_argument("--l2-weight", type=float, help="weight of the latent L2 term of the kl+l2 loss (README: degrees and the L2 weight)")
     p.add_argument("--holdout-groups", help="comma-separated groups (country codes) held out entirely")
     p.add_argument("--eval-items", type=count, help="evaluate on at most this many items")
 

@@ -691,6 +691,12 @@ def test_flag_errors_name_the_flag(tmp_path, capsys, monkeypatch, row):
     code, _, err = run_cli(capsys, "train", "--degree", "-1", "--no-eval")
     line = one_error_line(err)
     assert code == 2 and line == "error: --degree (model.degree): 'degree' must be >= 1: -1" and "default.toml" not in line
+    code, _, err = run_cli(capsys, "train", "--l2-weight", "-1", "--no-eval")
+    assert code == 2 and one_error_line(err) == "error: --l2-weight (diffusion.l2_weight): 'l2_weight' must be >= 0.0: -1.0"
+    from locdiff.cli.flags import config_from_args
+    from locdiff.cli.main import build_parser
+
+    assert config_from_args(build_parser().parse_args(["train", "--l2-weight", "8"])).diffusion.l2_weight == 8.0
     r.held(f"exit 2: `{line}`")
 
 
