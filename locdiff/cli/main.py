@@ -95,6 +95,10 @@ def cmd_eval(args) -> int:
     if data.embedder_id != bundle.embedder_id:
         raise ValueError(f"{ckpt}: trained on {bundle.embedder_id!r} embeddings, data embedded with {data.embedder_id!r}")
     run_id = run_id_of(Path(args.run))
+    if run_id is not None and not _store_has_run(store, run_id):  # a run folder copied away from its store
+        print(f"note: run {run_id} is not in the experiment store {getattr(store, 'where', '')}: results are printed, "
+              f"not stored", file=sys.stderr)
+        run_id = None
     rows = {}
     for sampler, steps in parse_samplers(args.sampler):
         settings = EvalConfig(samples=args.samples, sampler=sampler, sampler_steps=steps, reducer=args.reducer,
@@ -145,6 +149,8 @@ def _print_prediction(p: dict) -> None:
         print(f"{p['item']}: ERROR {p['error']}")
         return
     print(f"{p['item']}: point {p['point']['lat']:.3f}, {p['point']['lon']:.3f}")
+    if p.get("hybrid"):
+        print(f"  LocDiff-H (retrieved near the samples): {p['hybrid']['lat']:.3f}, {p['hybrid']['lon']:.3f}")
     for i, m in enumerate(p["modes"], 1):
         print(f"  {i}. {m['lat']:8.3f} {m['lon']:9.3f}  p={m['probability']:.3f} (within {m['radius_km']:.0f} km)")
     if p["credible_regions"]:
@@ -336,3 +342,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _store_has_run(store, run_id: int) -> bool:
+    try:
+        store.get_run(run_id)
+    except KeyError:
+        return False
+    return True

@@ -67,7 +67,7 @@ def test_eval_hybrid_chooses_the_rule_on_validation_and_predict_uses_it(text_run
     assert len(hybrid) == 1 and 0.0 <= hybrid[0]["retrieved_pct"] <= 100.0
     assert hybrid[0]["acc@2500km_lo"] <= hybrid[0]["acc@2500km"] <= hybrid[0]["acc@2500km_hi"]
     saved = json.loads((run / "hybrid.json").read_text())
-    assert saved["hybrid"]["rule"] in ("radius", "density") and saved["hybrid"]["sweep"]
+    assert saved["hybrid"]["rule"] in ("radius", "density", "consensus") and saved["hybrid"]["sweep"]
     assert list((root / "cache" / "galleries").iterdir())  # the training split's gallery, cached
 
     # a fixed radius: the paper's rule, nothing chosen or saved
@@ -78,6 +78,28 @@ def test_eval_hybrid_chooses_the_rule_on_validation_and_predict_uses_it(text_run
                  "--sampler-steps", "5", "--json", "--workdir", str(root / "runs")]) == 0
     (pred,) = json.loads(capsys.readouterr().out)
     assert pred["hybrid"] is not None and -90 <= pred["hybrid"]["lat"] <= 90 and math.isfinite(pred["hybrid"]["lon"])
+    # the plain-text answer shows the LocDiff-H point too (it was only in --json)
+    assert main(["predict", str(run), "--text", "site 7, 10 degrees north, 20 degrees east", "--hybrid", "--samples", "4",
+                 "--sampler-steps", "5", "--workdir", str(root / "runs")]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if "LocDiff-H" in x]
+    assert line == [f"  LocDiff-H (retrieved near the samples): {pred['hybrid']['lat']:.3f}, {pred['hybrid']['lon']:.3f}"]
+
+
+def test_eval_of_a_run_folder_copied_away_from_its_store_prints_and_stores_nothing(text_run, capsys, monkeypatch, tmp_path):
+    """A run folder copied elsewhere (no experiment store beside it): eval answers, notes it stores nothing, no traceback."""
+    import shutil
+
+    from locdiff.cli import main
+
+    root, run, csv = text_run
+    monkeypatch.setenv("LOCDIFF_CACHE", str(root / "cache"))
+    copy = tmp_path / "elsewhere" / "run-0001"
+    shutil.copytree(run, copy)
+    capsys.readouterr()
+    assert main(["eval", str(copy), "--data", str(csv), "--samples", "4", "--sampler", "ddim:5", "--max-items", "6"]) == 0
+    out, err = capsys.readouterr()
+    assert "LocDiffusion ddim-5" in out and "Traceback" not in err
+    assert "run 1 is not in the experiment store" in err and "not stored" in err
 
 
 def test_hybrid_flags_refuse_bad_values(text_run, capsys):
