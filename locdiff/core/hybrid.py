@@ -3,7 +3,7 @@
 The paper's hybrid (§5.2, "Ours + GeoCLIP") keeps the best-matching gallery location within ``R`` km
 of any of the K diffusion samples, and the LocDiffusion point where none is in reach. Here the gallery
 matches of a query are its top-``depth`` neighbours by cosine similarity (from an ``EmbeddingRetriever``),
-and two rules choose among them:
+and three rules choose among them:
 
 * ``radius`` — the paper's rule: the most similar match within ``R`` of a sample (fallback: the LocDiffusion point);
 * ``density`` — the match maximising ``cos + λ · log q(x)``, ``q`` the K-sample SHDD mixture density (eq. 11)

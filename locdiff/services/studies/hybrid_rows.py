@@ -27,7 +27,7 @@ def choose_hybrid(result: StudyResult, model: ModelBundle, data: PreparedData, e
     env.say("LocDiff-H: choosing the rule, R and λ on validation")
     selection = select_on_validation(gallery_of(env.gallery, data), model, data, settings.sampling(), device=env.compute.device,
                                      max_items=settings.val_items, progress=env.progress)
-    table = f"LocDiff-H validation sweep ({selection.items} validation items; mean accuracy over the five scales; density: best λ per R)"
+    table = f"LocDiff-H validation sweep ({selection.items} validation items; mean accuracy over the five scales; density and consensus: best λ (and vote) per R)"
     best: dict[tuple[str, float], tuple] = {}
     for rule, score, used in selection.sweep:
         key = (rule.rule, rule.radius_km)
