@@ -340,13 +340,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _store_has_run(store, run_id: int) -> bool:
     try:
         store.get_run(run_id)
     except KeyError:
         return False
     return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

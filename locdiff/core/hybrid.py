@@ -55,6 +55,11 @@ class HybridRule:
         if not value > 0:
             raise ValueError(f"hybrid radius must be > 0 km, got {value}")
 
+    @property
+    def reads_density(self) -> bool:
+        """Whether choosing needs the samples' mixture density at the matches (a density-weighted rule with λ ≠ 0)."""
+        return self.rule in DENSITY_RULES and self.lam != 0.0
+
     def describe(self) -> str:
         r = "any distance" if math.isinf(self.radius_km) else f"R={self.radius_km:g} km"
         out = f"{self.rule}, {r}" + (f", λ={self.lam:g}" if self.rule in DENSITY_RULES else "")
@@ -113,7 +118,7 @@ def choose(matches: Matches, samples: torch.Tensor, fallback: torch.Tensor, rule
     if rule.rule == "consensus":
         score = consensus_log_weight(matches, rule.k, rule.temperature, rule.consensus_km)
         ok[:, rule.k :] = False
-    if rule.rule in DENSITY_RULES and rule.lam != 0.0:
+    if rule.reads_density:
         if log_density is None:
             raise ValueError(f"the {rule.rule} rule needs the samples' log density at the matches")
         score = score + rule.lam * log_density.double().to(score.device)
@@ -167,7 +172,7 @@ def select_rule(matches: Matches, samples: torch.Tensor, fallback: torch.Tensor,
     (rule, score, share of queries answered by retrieval) of the sweep."""
     table = []
     for rule in candidates:
-        if rule.rule in DENSITY_RULES and rule.lam != 0.0 and log_density is None:
+        if rule.reads_density and log_density is None:
             continue
         points, used = choose(matches, samples, fallback, rule, log_density)
         table.append((rule, selection_score(points, truth), float(used.double().mean())))

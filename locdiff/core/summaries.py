@@ -20,6 +20,7 @@ import torch
 
 from locdiff.core import geo
 from locdiff.core.anchors import equiangular
+from locdiff.core.calibration import LEVELS
 from locdiff.core.decoding import (_PRUNE, _coarse_size, _grid_candidates, credible_thresholds, default_radius_km, refine_modes,
                                    window_log_mass)
 from locdiff.core.density import grid_logits
@@ -206,10 +207,6 @@ def _modes(peaks: dict, grids: list[DensityGrid], *, top: int, radius_km: float)
             for o in order
         ))
     return out
-
-
-#: The credible regions every prediction reports.
-LEVELS = (0.5, 0.9, 0.95)
 
 
 @torch.no_grad()

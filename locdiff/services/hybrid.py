@@ -127,10 +127,9 @@ def refine_with_gallery(retriever: EmbeddingRetriever, cond: torch.Tensor, sampl
                         rule: HybridRule, coeffs: torch.Tensor | None = None, *, depth: int = DEFAULT_DEPTH
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """LocDiff-H points [B, 2] and whether retrieval answered [B] (else the LocDiffusion ``fallback``)."""
-    reads_density = rule.rule in DENSITY_RULES and rule.lam != 0.0
-    if reads_density and coeffs is None:
+    if rule.reads_density and coeffs is None:
         raise ValueError(f"the {rule.rule} rule needs the samples' SHDD codes")
-    matches, log_density = match(retriever, cond, coeffs if reads_density else None, depth=depth)
+    matches, log_density = match(retriever, cond, coeffs if rule.reads_density else None, depth=depth)
     return choose(matches, samples, fallback, rule, log_density)
 
 
@@ -163,7 +162,7 @@ def evaluate_gallery_hybrid(retriever: EmbeddingRetriever, bundle, train_data, d
         rule = selection.rule
     index = data.splits[split][: evaluation.truth.shape[0]]
     coeffs = evaluation.coefficients
-    if rule.rule in DENSITY_RULES and rule.lam != 0.0 and coeffs is None:
+    if rule.reads_density and coeffs is None:
         raise ValueError(f"the {rule.rule} rule needs the samples' SHDD codes (evaluate with scores)")
     points, used = refine_with_gallery(retriever, data.cond[index], evaluation.samples, evaluation.predictions, rule, coeffs)
     metrics = hybrid_metrics(points, evaluation.truth, used)

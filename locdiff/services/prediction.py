@@ -16,14 +16,14 @@ import attrs
 import torch
 
 from locdiff.core.bundle import ModelBundle
-from locdiff.core.calibration import Calibrator
+from locdiff.core.calibration import LEVELS, Calibrator
 from locdiff.core.decoding import decode, default_radius_km, find_modes
 from locdiff.core.hybrid import HybridRule
 from locdiff.ports import EmbeddingRetriever, Embedder, ItemFailure, Retriever
 from locdiff.core.results import Prediction
 from locdiff.core.sampling import PredictSettings
 from locdiff.core.reduction import reduce_samples
-from locdiff.core.summaries import LEVELS, predictions
+from locdiff.core.summaries import predictions
 from locdiff.services.hybrid import refine_with_gallery
 from locdiff.services.sampling import SamplingCancelled, cancel_check, input_seed, per_input_noise, sample_coefficients
 

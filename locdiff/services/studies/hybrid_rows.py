@@ -3,7 +3,6 @@ validation split (the sweep recorded as a table of its own) and applied to the e
 
 from __future__ import annotations
 
-
 import torch
 
 from locdiff.core.bundle import ModelBundle
