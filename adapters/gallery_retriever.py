@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,28 @@ class GalleryCache:
             f.write(json.dumps(meta, indent=2))
         self.builds += 1
         return MappedGallery(folder, chunk=self.chunk)
+
+
+class GalleryOnFirstUse:
+    """An ``EmbeddingRetriever`` opened on its first search: a model loads at once, and its training split is
+    embedded (or read from the embedding cache) only when a query asks for LocDiff-H. Thread-safe (the app
+    predicts on worker threads)."""
+
+    def __init__(self, open_gallery):
+        self._open, self._gallery, self._lock = open_gallery, None, threading.Lock()
+
+    def _get(self):
+        with self._lock:
+            if self._gallery is None:
+                self._gallery = self._open()
+            return self._gallery
+
+    @property
+    def id(self) -> str:
+        return self._get().id
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def search(self, queries, k: int):
+        return self._get().search(queries, k)

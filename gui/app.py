@@ -142,12 +142,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gui.demo import MemoryHistory, demo_gps_reader, demo_service_factory
 
         return run(demo_service_factory, MemoryHistory(), demo_gps_reader, args.checkpoint, **common)
+    from locdiff.container import gps_reader, history_store
+
+    return run(service_factory(args.device, args.workdir), history_store(args.workdir), gps_reader(), args.checkpoint, **common)
+
+
+def service_factory(device: str, workdir: str):
+    """checkpoint → the real prediction service, as the app loads models: LocDiff-H's gallery is the model's
+    own training split, opened only when a query asks for it (the panel's LocDiff-H box)."""
     from functools import partial
 
-    from locdiff.container import build_prediction_service, gps_reader, history_store
+    from locdiff.container import build_prediction_service
 
-    factory = partial(build_prediction_service, device=args.device, workdir=args.workdir)
-    return run(factory, history_store(args.workdir), gps_reader(), args.checkpoint, **common)
+    return partial(build_prediction_service, device=device, workdir=workdir, hybrid="gallery")
 
 
 if __name__ == "__main__":

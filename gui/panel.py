@@ -189,18 +189,23 @@ class SettingsPanel(QtWidgets.QWidget):
         self.projection = QtWidgets.QComboBox()
         self.projection.addItems(_default_first(PROJECTIONS, d.projection))
         self.projection.setCurrentText(d.projection)
-        self.projection.setToolTip("what happens to each step's x0 prediction while sampling: 'snap' re-encodes its peak "
-                                   "(default, most accurate), 'degree' restores the code norms, 'none' is plain DDPM/DDIM")
+        self.projection.setToolTip("what happens to each step's x0 prediction while sampling: 'none' is the plain chain (default: "
+                                   "keeps a multi-modal answer's weights); 'snap' re-encodes its peak and 'degree' restores the "
+                                   "code norms (both distort mode weights; for older models trained for them)")
         self.resolution = QtWidgets.QComboBox()
         self.resolution.addItems(list(RESOLUTIONS))
         self.resolution.setCurrentIndex(list(RESOLUTIONS.values()).index((180, 360)))
-        self.hybrid = QtWidgets.QCheckBox("refine with GeoCLIP retrieval (hybrid)")
+        self.hybrid = QtWidgets.QCheckBox("refine by retrieval near the samples (LocDiff-H)")
+        self.hybrid.setToolTip("the most similar training example near the samples (a diamond on the map); the first "
+                               "such query opens the model's training split as the gallery")
         self.hybrid.setChecked(d.hybrid)
         self.hybrid_radius = QtWidgets.QDoubleSpinBox()
         self.hybrid_radius.setRange(1.0, 5000.0)
         self.hybrid_radius.setSuffix(" km")
         self.hybrid_radius.setValue(d.hybrid_radius_km)
         self.hybrid_radius.setEnabled(d.hybrid)
+        self.hybrid_radius.setToolTip("the paper's rule: the best match within this distance of any sample (a model "
+                                      "with a rule chosen by `eval --hybrid` uses that rule instead)")
         self.hybrid.toggled.connect(self.hybrid_radius.setEnabled)
         self.seed = QtWidgets.QSpinBox()
         self.seed.setRange(-1, 2**31 - 1)

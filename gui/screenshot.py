@@ -74,11 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo or args.checkpoint is None:
         factory = demo_service_factory
     else:
-        from functools import partial
+        from gui.app import service_factory
+        from locdiff.container import gps_reader
 
-        from locdiff.container import build_prediction_service, gps_reader
-
-        factory, gps = partial(build_prediction_service, workdir=args.workdir), gps_reader()
+        factory, gps = service_factory("auto", args.workdir), gps_reader()
     win = MainWindow(factory, MemoryHistory(), gps, args.checkpoint)
     w, h = (int(x) for x in args.size.lower().split("x"))
     win.resize(w, h)

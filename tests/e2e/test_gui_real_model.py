@@ -53,3 +53,37 @@ def test_real_model_in_the_window(qtbot, trained_run):
     assert 1 <= len(rows) <= 5 and masses == sorted(masses, reverse=True) and sum(masses) <= 100.5
     # EXIF GPS read through the real adapter: the true location and the error in km are shown
     assert vp.truth is not None and "Error:" in win.result_panel.truth.text()
+
+
+def test_the_locdiff_h_box_refines_with_the_models_training_split(qtbot, trained_run):
+    """The panel's LocDiff-H box, wired as the app wires it: the gallery (the model's training split) opens on
+    the first query that asks, and the refined point is a training example's location, drawn on the map."""
+    import csv
+
+    from gui.app import service_factory
+
+    root, run_dir = trained_run
+    win = MainWindow(service_factory("cpu", str(root / "runs")), MemoryHistory(), gps_reader(), run_dir,
+                     geocoder=lambda pts: [f"{lat:.1f},{lon:.1f}" for lat, lon in pts], use_gl=False, flat_texture_width=360)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: not win.busy(), timeout=60000)
+    service = win.holder.service
+    assert service is not None and service.gallery is not None and service.gallery._gallery is None  # not opened at load
+    photos = sorted((DATA / "photos").glob("*.jpg"))[:1]
+    win.open_paths(photos)
+    qtbot.waitUntil(lambda: not win.busy(), timeout=120000)
+    assert win.current.refined is None and service.gallery._gallery is None  # box unticked: no retrieval
+
+    win.settings_panel.hybrid.setChecked(True)
+    win.settings_panel.hybrid_radius.setValue(5000.0)  # the paper's rule; a tiny model's samples are far apart
+    win.settings_panel.seed.setValue(1)  # a fresh answer, not the session's
+    win.open_paths(photos)
+    qtbot.waitUntil(lambda: not win.busy(), timeout=120000)
+    refined = win.current.refined
+    assert refined is not None and service.gallery._gallery is not None
+    with open(root / "photos.csv") as f:
+        places = [(float(r["lat"]), float(r["lon"])) for r in csv.DictReader(f)]
+    assert min(haversine_km(refined, p) for p in places) < 1e-3  # a training example's location
+    xs, ys = win.flat.refined.getData()
+    assert len(xs) == 1 and abs(ys[0] - refined[0]) < 1e-9 and abs(xs[0] - refined[1]) < 1e-9
