@@ -60,9 +60,24 @@ def _compare_options(args):
     if len(samplers) != 1 or samplers[0][0] != DEFAULT_SAMPLER:
         raise ValueError(f"--compare samples like the studies ({DEFAULT_SAMPLER}); give --sampler {DEFAULT_SAMPLER}:STEPS, not {args.sampler!r}")
     every = 2**31 - 1  # every item of the split (a cap only with --max-items)
+    data = {"eval_data": args.data}
+    if args.data and _trained_on(args.run, args.data):  # the run's own training CSV: its test split, as for a places run
+        data = {"data": args.data}
     return cli_studies.study_options(run=args.run, samples=args.samples, sampler_steps=samplers[0][1], projection=args.projection,
-                                     seed=args.seed, eval_items=args.max_items or every, eval_data=args.data,
-                                     **cli_hybrid.compare_options(args, every))
+                                     seed=args.seed, eval_items=args.max_items or every, **data, **cli_hybrid.compare_options(args, every))
+
+
+def _trained_on(run: str, csv: str) -> bool:
+    """Was the model of ``run`` trained on the file ``csv``?"""
+    from locdiff.container import load_model
+
+    import torch
+
+    try:
+        source = load_model(Path(run), torch.device("cpu"))[0].config.data.source
+    except (OSError, ValueError):  # no such run: `compare` reports it
+        return False
+    return source != "places" and Path(source).resolve() == Path(csv).resolve()
 
 
 def cmd_eval(args) -> int:

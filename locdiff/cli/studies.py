@@ -108,7 +108,7 @@ def _settings(args, study: str):
 
 def _given_model(study: str, args, kwargs: dict[str, Any]):
     """``--run``: the model, loaded once on the CPU (the study moves it to its device); calibration saves its fit beside it."""
-    from locdiff.container import load_model, save_calibration
+    from locdiff.container import load_model, save_calibration, save_hybrid_rule
 
     if not args.run:
         return None
@@ -122,6 +122,13 @@ def _given_model(study: str, args, kwargs: dict[str, Any]):
             path = save_calibration(ckpt, calibrator)
             _log(f"calibration saved for predictions with this model: {path} ({calibrator.describe()})")
         kwargs["on_fit"] = save
+    if study == "compare":
+        def keep_rule(selection, ckpt=ckpt):
+            try:
+                _log(f"LocDiff-H rule saved for `predict --hybrid`: {save_hybrid_rule(ckpt, selection.to_dict())}")
+            except OSError as exc:
+                _log(f"(could not save the LocDiff-H rule beside the checkpoint: {exc})")
+        kwargs["on_hybrid"] = keep_rule
     return bundle
 
 

@@ -120,6 +120,30 @@ def test_hybrid_flags_refuse_bad_values(text_run, capsys):
     assert "compare RUN --data" in capsys.readouterr().err
 
 
+def test_eval_compare_hybrid_saves_its_rule_for_predict(text_run, capsys, monkeypatch):
+    """``eval RUN --compare --hybrid --data TRAIN.csv`` on a CSV-trained run: the run's own test split (the file is
+    its training data), and the rule chosen on validation kept beside the model, as ``eval --hybrid`` does."""
+    import importlib
+
+    cli_main = importlib.import_module("locdiff.cli.main")  # the module (the package exports its `main` function)
+    from locdiff.cli import studies as cli_studies
+    from locdiff.core.hybrid import HybridRule
+
+    root, run, csv = text_run
+    monkeypatch.setenv("LOCDIFF_CACHE", str(root / "cache"))
+    (run / "hybrid.json").unlink(missing_ok=True)
+    args = cli_main.build_parser().parse_args(["eval", str(run), "--compare", "--hybrid", "--data", str(csv), "--max-items", "10",
+                                               "--hybrid-val-items", "10", "--sampler", "dpmpp2m:5", "--samples", "4"])
+    opts = cli_main._compare_options(args)
+    assert (opts.data, opts.eval_data) == (str(csv), None)
+    opts.baseline_steps = 20  # the baselines' training is not what this test is about
+    capsys.readouterr()
+    assert cli_studies.cmd_compare(opts) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((run / "hybrid.json").read_text())["hybrid"]
+    assert saved["sweep"] and HybridRule.from_dict(saved).describe() in out  # the table's LocDiff-H rule is the one saved
+
+
 def test_compare_and_spatial_gain_a_locdiff_h_row_chosen_on_validation(tmp_path):
     from adapters.gallery_retriever import GalleryCache
     from locdiff.services import studies

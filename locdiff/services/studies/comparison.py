@@ -3,6 +3,8 @@ unit-vector regression on the test split (paper Table 1's rows, on our data)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from locdiff.config import RunConfig
@@ -10,6 +12,7 @@ from locdiff.core.bundle import ModelBundle
 from locdiff.core.tables import StudyResult
 from locdiff.ports import DatasetSource, Embedder
 from locdiff.services.data import PreparedData, prepare
+from locdiff.services.hybrid import HybridSelection
 from locdiff.services.studies.hybrid_rows import choose_hybrid, hybrid_row
 from locdiff.services.studies.models import model_for
 from locdiff.services.studies.recording import close_study, open_study, recording
@@ -19,11 +22,12 @@ from locdiff.services.studies.steps import baseline_rows, fit_baselines, locdiff
 
 def compare(source: DatasetSource, embedder: Embedder, config: RunConfig, env: StudyEnv, settings: StudySettings | None = None,
             *, bundle: ModelBundle | None = None, data: PreparedData | None = None,
-            eval_source: DatasetSource | None = None) -> StudyResult:
+            eval_source: DatasetSource | None = None, on_hybrid: Callable[[HybridSelection], None] | None = None) -> StudyResult:
     """LocDiffusion (given, or trained with ``settings.steps``) vs the four baselines on the test split.
 
     With ``eval_source`` (e.g. Im2GPS3k after training on MP16) every model is fitted on
     ``source`` as usual and evaluated on the first ``eval_items`` items of ``eval_source``, all splits.
+    ``on_hybrid`` receives LocDiff-H's rule chosen on validation (``eval RUN --compare --hybrid`` saves it beside the model).
     """
     settings = settings or default_settings("compare")
     data = data or prepare(source, embedder, config.data)
@@ -40,6 +44,8 @@ def compare(source: DatasetSource, embedder: Embedder, config: RunConfig, env: S
             index = torch.arange(len(target.ids))[: settings.eval_items]
             table = f"{target.name}: accuracy (%), {index.numel()} items (all splits; models fitted on {data.name})"
         selection = choose_hybrid(result, model, data, env, settings)
+        if selection is not None and on_hybrid is not None:
+            on_hybrid(selection)
         sampled = sample_items(model, target, index, settings, env)
         locdiff_rows(result, table, model, sampled, target.cond[index], env, settings, extra={"predict_s": sampled.seconds})
         hybrid_row(result, table, model, data, target.cond[index], sampled, env, selection)
