@@ -121,6 +121,9 @@ def cmd_eval(args) -> int:
         ev = evaluate(bundle, data, args.split, settings, device=compute.device, seed=args.seed, store=store, run_id=run_id, progress=flags.progress)
         if args.all_reducers:
             rows.update({f"{sampler}-{steps} {r}": m for r, m in ev.by_reducer.items()})
+            # the proper scores belong to the sampler's distribution, not to a reducer: shown once, on the chosen reducer's row
+            row = rows[f"{sampler}-{steps} {args.reducer}"]
+            row.update({k: v for k, v in ev.metrics.items() if k not in row})
         else:
             rows[f"LocDiffusion {sampler}-{steps} ({args.reducer})"] = ev.metrics
         if args.hybrid:

@@ -184,3 +184,22 @@ def test_eval_compare_hybrid_passes_the_gallery_row_and_every_item(monkeypatch, 
     assert (second.val_items, plain.no_hybrid) == (40, True)
     assert cli.main(["eval", "runs/run-0001", "--compare", "--hybrid", "--hybrid-radius", "50"]) == 2
     assert "chooses LocDiff-H's rule" in capsys.readouterr().err
+
+
+def test_eval_all_reducers_reports_each_samplers_proper_scores(text_run, capsys, monkeypatch):
+    """``eval --all-reducers``: one accuracy row per reducer, and each sampler's NLL / energy / coverage (they belong to
+    the sampler's distribution) on its chosen reducer's row — not only the one-step row's."""
+    from locdiff.cli import main
+
+    root, run, csv = text_run
+    monkeypatch.setenv("LOCDIFF_CACHE", str(root / "cache"))
+    capsys.readouterr()
+    assert main(["eval", str(run), "--data", str(csv), "--samples", "4", "--sampler", "ddim:5,dpmpp2m:5", "--max-items", "8",
+                 "--all-reducers", "--json"]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out[out.index("{\n"):])
+    for sampler in ("ddim-5", "dpmpp2m-5"):
+        assert {f"{sampler} {r}" for r in ("centre", "medoid", "mode")} <= set(rows)
+        chosen = rows[f"{sampler} mode"]
+        assert math.isfinite(chosen["nll"]) and chosen["energy_km"] >= 0 and 0 <= chosen["coverage@90"] <= 100
+        assert f"| {sampler} mode | " in out.split("proper scores")[1]
