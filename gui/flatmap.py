@@ -117,10 +117,10 @@ class FlatMapView(pg.GraphicsLayoutWidget):
         self.truth = pg.ScatterPlotItem(size=20, symbol="star", pen=pg.mkPen((0, 0, 0), width=1.5),
                                         brush=pg.mkBrush(*COLOR_TRUTH), name="true location (EXIF)")
         self.refined = pg.ScatterPlotItem(size=12, symbol="d", pen=pg.mkPen((0, 0, 0), width=1.5),
-                                          brush=pg.mkBrush(*COLOR_REFINED), name="hybrid refinement")
+                                          brush=pg.mkBrush(*COLOR_REFINED), name="LocDiff-H (retrieval)")
         self.point = pg.ScatterPlotItem(size=18, symbol="+", pen=pg.mkPen((0, 0, 0), width=1.2),
                                         brush=pg.mkBrush(*COLOR_POINT), name="point estimate")
-        for z, item in enumerate((self.samples, self.modes, self.refined, self.truth, self.point), start=4):
+        for z, item in enumerate((self.samples, self.modes, self.truth, self.point, self.refined), start=4):
             item.setZValue(z)
             p.addItem(item)
         self.mode_labels: list[pg.TextItem] = []
@@ -130,7 +130,7 @@ class FlatMapView(pg.GraphicsLayoutWidget):
         self.legend = p.addLegend(offset=(10, -10), labelTextColor=(230, 230, 230), brush=pg.mkBrush(10, 14, 24, 190))
         for item in (self.point, self.modes, self.samples):
             self.legend.addItem(item, item.name())
-        self._truth_in_legend = False
+        self._in_legend: set[str] = set()  # the optional entries shown now (truth, LocDiff-H)
         for level, item in self.contours.items():
             self.legend.addItem(item, f"{int(round(100 * level))}% credible region")
 
@@ -186,7 +186,8 @@ class FlatMapView(pg.GraphicsLayoutWidget):
         self.mode_labels = []
         if vp is None:
             self._label_specs, self._marker_px, self.label_rects = [], [], []
-            self._set_truth_legend(False)
+            self._show_in_legend(self.truth, False)
+            self._show_in_legend(self.refined, False)
             self.set_heat(None)
             self.set_contours({})
             for item in (self.samples, self.modes, self.truth, self.refined, self.point):
@@ -207,6 +208,9 @@ class FlatMapView(pg.GraphicsLayoutWidget):
         if vp.truth is not None:
             self._marker_px.append((vp.truth[1], vp.truth[0], 10.0))
             labels.insert(0, ("true", vp.truth[1], vp.truth[0], 10.0))
+        if vp.refined is not None:
+            self._marker_px.append((vp.refined[1], vp.refined[0], 7.0))
+            labels.append(("LocDiff-H", vp.refined[1], vp.refined[0], 7.0))
         for text, lon, lat, r in labels:
             t = pg.TextItem(text, color=(255, 255, 255), anchor=(0, 0), border=None, fill=pg.mkBrush(0, 0, 0, 140))
             t.setPos(lon, lat)
@@ -214,7 +218,8 @@ class FlatMapView(pg.GraphicsLayoutWidget):
             self.plot.addItem(t)
             self.mode_labels.append(t)
             self._label_specs.append((t, lon, lat, r))
-        self._set_truth_legend(vp.truth is not None)
+        self._show_in_legend(self.truth, vp.truth is not None)
+        self._show_in_legend(self.refined, vp.refined is not None)
         self.point.setData([vp.point[1]], [vp.point[0]])
         if vp.truth is not None:
             self.truth.setData([vp.truth[1]], [vp.truth[0]])
@@ -235,13 +240,15 @@ class FlatMapView(pg.GraphicsLayoutWidget):
             self.focus(*vp.point)
         self.layout_labels()
 
-    def _set_truth_legend(self, show: bool) -> None:
-        """"true location (EXIF)" is in the legend only while a true location is shown."""
-        if show and not self._truth_in_legend:
-            self.legend.addItem(self.truth, self.truth.name())
-        elif not show and self._truth_in_legend:
-            self.legend.removeItem(self.truth)
-        self._truth_in_legend = show
+    def _show_in_legend(self, item, show: bool) -> None:
+        """An optional marker ("true location (EXIF)", "LocDiff-H") is in the legend only while it is shown."""
+        name = item.name()
+        if show and name not in self._in_legend:
+            self.legend.addItem(item, name)
+            self._in_legend.add(name)
+        elif not show and name in self._in_legend:
+            self.legend.removeItem(item)
+            self._in_legend.discard(name)
 
     def layout_labels(self, *_args) -> None:
         """Put each label where it overlaps no marker, no other label, not the legend, and is not clipped

@@ -116,7 +116,9 @@ class ResultPanel(QtWidgets.QWidget):
         self.title.setToolTip(vp.item)
         where = f" \u2014 {vp.place}" if vp.place else ""
         how = f" ({vp.reducer} of the samples; red cross)" if vp.reducer else " (red cross)"
-        self.point.setText(f"Point estimate{how}: {fmt_latlon(*vp.point)}{where}")
+        refined = (f"\nLocDiff-H (the most similar training example near the samples; diamond): {fmt_latlon(*vp.refined)}"
+                   if vp.refined is not None else "")
+        self.point.setText(f"Point estimate{how}: {fmt_latlon(*vp.point)}{where}{refined}")
         if vp.truth is not None:
             tp = f" \u2014 {vp.truth_place}" if vp.truth_place else ""
             self.truth.setText(f"True (EXIF GPS): {fmt_latlon(*vp.truth)}{tp}\n"

@@ -87,3 +87,5 @@ def test_the_locdiff_h_box_refines_with_the_models_training_split(qtbot, trained
     assert min(haversine_km(refined, p) for p in places) < 1e-3  # a training example's location
     xs, ys = win.flat.refined.getData()
     assert len(xs) == 1 and abs(ys[0] - refined[0]) < 1e-9 and abs(xs[0] - refined[1]) < 1e-9
+    assert "LocDiff-H" in win.result_panel.point.text()  # said in words too, and named in the map's legend
+    assert "LocDiff-H (retrieval)" in [label.text for _, label in win.flat.legend.items]
