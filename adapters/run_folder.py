@@ -54,11 +54,33 @@ class JsonRunFolder:
         return run_lock(run_dir)
 
 
-def find_run_id(path: Path) -> int | None:
-    """The run id of the run folder holding ``path`` (a run or one of its checkpoints), or None."""
+def _run_json(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(the run folder holding ``path`` — a run or one of its checkpoints —, its ``run.json``), or None."""
     folder = JsonRunFolder()
     for p in (Path(path), *Path(path).parents):
         data = folder.read(p)
         if data is not None:
-            return int(data["run_id"])
+            return p, data
     return None
+
+
+def find_run_id(path: Path) -> int | None:
+    """The run id of the run folder holding ``path``, or None."""
+    found = _run_json(path)
+    return None if found is None else int(found[1]["run_id"])
+
+
+def find_run_created(path: Path) -> str | None:
+    """The creation time of its store record that the run folder holding ``path`` recorded (None if absent)."""
+    found = _run_json(path)
+    created = None if found is None else found[1].get("created")
+    return created if isinstance(created, str) else None
+
+
+def find_run_location(path: Path) -> tuple[str, str | None] | None:
+    """(workdir, store URL named by its ``run.json``, else None) of the run folder holding ``path``; None outside a run."""
+    found = _run_json(path)
+    if found is None:
+        return None
+    store = found[1].get("store")
+    return str(found[0].resolve().parent), store if isinstance(store, str) and store else None

@@ -285,16 +285,19 @@ def run_id_of(path: Path) -> int | None:
     return find_run_id(Path(path))
 
 
+def run_created(path: Path) -> str | None:
+    """The store record's creation time that the run folder holding ``path`` recorded (None: an older run.json, or none)."""
+    from adapters.run_folder import find_run_created
+
+    return find_run_created(Path(path))
+
+
 def run_location(path: Path) -> tuple[str, str | None] | None:
     """(workdir, store URL) of the run folder holding ``path``: the store is the one its ``run.json`` names,
     else ``<workdir>/locdiff.sqlite`` beside the run folders (the convention ``train`` uses). None outside a run."""
-    folder = _run_folder()
-    for p in (Path(path), *Path(path).parents):
-        data = folder.read(p)
-        if data is not None:
-            store = data.get("store")
-            return str(p.resolve().parent), store if isinstance(store, str) and store else None
-    return None
+    from adapters.run_folder import find_run_location
+
+    return find_run_location(Path(path))
 
 
 def launch_config(config: RunConfig) -> RunConfig:

@@ -110,22 +110,16 @@ def cmd_eval(args) -> int:
     if data.embedder_id != bundle.embedder_id:
         raise ValueError(f"{ckpt}: trained on {bundle.embedder_id!r} embeddings, data embedded with {data.embedder_id!r}")
     run_id = run_id_of(Path(args.run))
-    if run_id is not None and not _store_has_run(store, run_id):  # a run folder copied away from its store
-        print(f"note: run {run_id} is not in the experiment store {getattr(store, 'where', '')}: results are printed, "
-              f"not stored", file=sys.stderr)
+    if run_id is not None and not _store_has_run(store, run_id, Path(args.run)):  # a run folder copied away from its store
+        print(f"note: run {run_id} of {args.run} is not in the experiment store {getattr(store, 'where', '')}: results are "
+              f"printed, not stored", file=sys.stderr)
         run_id = None
     rows = {}
     for sampler, steps in parse_samplers(args.sampler):
         settings = EvalConfig(samples=args.samples, sampler=sampler, sampler_steps=steps, reducer=args.reducer,
                               projection=args.projection, max_items=args.max_items)
         ev = evaluate(bundle, data, args.split, settings, device=compute.device, seed=args.seed, store=store, run_id=run_id, progress=flags.progress)
-        if args.all_reducers:
-            rows.update({f"{sampler}-{steps} {r}": m for r, m in ev.by_reducer.items()})
-            # the proper scores belong to the sampler's distribution, not to a reducer: shown once, on the chosen reducer's row
-            row = rows[f"{sampler}-{steps} {args.reducer}"]
-            row.update({k: v for k, v in ev.metrics.items() if k not in row})
-        else:
-            rows[f"LocDiffusion {sampler}-{steps} ({args.reducer})"] = ev.metrics
+        rows.update(_sampler_rows(ev, f"{sampler}-{steps}", args.reducer, args.all_reducers))
         if args.hybrid:
             rows.update(cli_hybrid.eval_rows(args, container, bundle, ckpt, data, ev, settings, store=store, run_id=run_id,
                                              progress=flags.progress))
@@ -358,12 +352,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _store_has_run(store, run_id: int) -> bool:
+def _sampler_rows(ev, sampler: str, reducer: str, all_reducers: bool) -> dict[str, dict[str, float]]:
+    """``eval``'s rows of one sampler: its chosen reducer, or every reducer (``--all-reducers``) — the proper scores
+    belong to the sampler's distribution, not to a reducer, so they are shown once, on the chosen reducer's row."""
+    if not all_reducers:
+        return {f"LocDiffusion {sampler} ({reducer})": ev.metrics}
+    rows = {f"{sampler} {r}": dict(m) for r, m in ev.by_reducer.items()}
+    rows[f"{sampler} {reducer}"].update({k: v for k, v in ev.metrics.items() if k not in rows[f"{sampler} {reducer}"]})
+    return rows
+
+
+def _store_has_run(store, run_id: int, path: Path) -> bool:
+    """Does the store hold *this* run: its id, and (where its ``run.json`` records it) its record's creation time?"""
+    from locdiff.container import run_created
+
     try:
-        store.get_run(run_id)
+        record = store.get_run(run_id)
     except KeyError:
         return False
-    return True
+    created = run_created(path)
+    return created is None or created == record.created_at.isoformat()
 
 
 if __name__ == "__main__":

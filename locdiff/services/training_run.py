@@ -176,7 +176,9 @@ def _open_run(config: RunConfig, store: ExperimentStore, ports: TrainingPorts, r
         return resume.run_id, resume.run_dir
     run_id = store.start_run(config.name, config.to_dict(), ports.code_version)
     run_dir = Path(config.workdir) / f"run-{run_id:04d}"
-    ports.run_folder.create(run_dir, config.to_dict(), {"run_id": run_id, "store": config.store_url})
+    # the record's creation time identifies the run beyond its id (a folder copied beside another store's run N)
+    created = store.get_run(run_id).created_at.isoformat()
+    ports.run_folder.create(run_dir, config.to_dict(), {"run_id": run_id, "store": config.store_url, "created": created})
     held.enter_context(ports.run_folder.lock(run_dir))
     return run_id, run_dir
 

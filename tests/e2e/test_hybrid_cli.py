@@ -99,8 +99,34 @@ def test_eval_of_a_run_folder_copied_away_from_its_store_prints_and_stores_nothi
     assert main(["eval", str(copy), "--data", str(csv), "--samples", "4", "--sampler", "ddim:5", "--max-items", "6"]) == 0
     out, err = capsys.readouterr()
     assert "LocDiffusion ddim-5" in out and "Traceback" not in err
-    assert "run 1 is not in the experiment store" in err and "not stored" in err
+    assert "run 1 of" in err and "is not in the experiment store" in err and "not stored" in err
 
+
+
+def test_eval_of_another_stores_run_with_the_same_id_records_nothing_under_it(text_run, capsys, monkeypatch):
+    """A run folder whose run.json says run 1 but was made beside another store (its record's creation time differs),
+    dropped beside this store (which holds a different run 1): eval prints, stores nothing under this store's run 1."""
+    import shutil
+
+    from locdiff.cli import main
+    from storage import SqlExperimentStore, sqlite_url
+
+    root, run, csv = text_run
+    monkeypatch.setenv("LOCDIFF_CACHE", str(root / "cache"))
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["run_id"] == 1 and meta["created"]  # train records its store record's creation time
+    other = root / "runs" / "run-0099"
+    shutil.rmtree(other, ignore_errors=True)
+    shutil.copytree(run, other)
+    (other / "run.json").write_text(json.dumps({**meta, "created": "2020-01-01T00:00:00+00:00"}))
+    store = SqlExperimentStore(sqlite_url(root / "runs" / "locdiff.sqlite"))
+    before = dict(store.get_run(1).metrics)
+    capsys.readouterr()
+    assert main(["eval", str(other), "--data", str(csv), "--samples", "4", "--sampler", "ddim:3", "--max-items", "5", "--seed", "9"]) == 0
+    out, err = capsys.readouterr()
+    assert "LocDiffusion ddim-3" in out and "is not in the experiment store" in err
+    assert dict(SqlExperimentStore(sqlite_url(root / "runs" / "locdiff.sqlite")).get_run(1).metrics) == before
+    shutil.rmtree(other)
 
 def test_hybrid_flags_refuse_bad_values(text_run, capsys):
     from locdiff.cli import main
