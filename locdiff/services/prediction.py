@@ -34,6 +34,10 @@ Cancelled = Callable[[], bool]
 READS = {"minilm": ("text",), "clip": ("image", "text")}
 
 
+#: modes of a calibrated map below this mass are not listed (they print as p = 0.000)
+MIN_MODE_MASS = 1e-3
+
+
 class PredictionService:
     """Predicts from images or text with one trained model (the GUI and ``cli predict`` use it)."""
 
@@ -141,6 +145,8 @@ class PredictionService:
             # mode masses from the calibrated map too (on at most 90×180 cells: cost grows with K × cells)
             small = grid if grid.mass.numel() <= 90 * 180 else attrs.evolve(cal, n_lat=90, n_lon=180).grid(e.cpu(), samples)
             modes = find_modes(e.cpu(), top=settings.top_modes, radius_km=radius, grid=small)
+            # a sample's minor peak that holds nothing on the calibrated map is not a mode worth listing
+            modes = modes[:1] + tuple(m for m in modes[1:] if m.mass >= MIN_MODE_MASS)
         refined = None
         if settings.hybrid and self.gallery is not None:
             rule = self.hybrid_rule or HybridRule("radius", settings.hybrid_radius_km)

@@ -84,3 +84,33 @@ def test_a_saved_calibration_widens_the_credible_regions_of_predictions(trained_
         assert cal[0.5] > raw[0.5] and cal[0.9] > raw[0.9]
     finally:
         path.unlink()
+
+
+def test_a_calibrated_map_lists_no_empty_modes(trained_run, capsys, monkeypatch):
+    """On a calibrated map, modes after the first that hold < MIN_MODE_MASS (minor peaks of single samples, printed as
+    p = 0.000) are not listed; the best mode always is."""
+    import attrs
+
+    from locdiff.core.calibration import Calibrator
+    from locdiff.container import load_model, save_calibration
+    from locdiff.services import prediction
+
+    root, run_dir = trained_run
+    real = prediction.find_modes
+
+    def with_empty_peaks(*a, **kw):
+        found = real(*a, **kw)
+        return (found[0], attrs.evolve(found[0], mass=0.0), attrs.evolve(found[0], mass=0.2), attrs.evolve(found[0], mass=2e-4))
+
+    monkeypatch.setattr(prediction, "find_modes", with_empty_peaks)
+    _, ckpt = load_model(run_dir)
+    path = save_calibration(ckpt, Calibrator("mixture-temperature", 0.5, n_lat=90, n_lon=180, scores=[0.5 + 0.004 * i for i in range(100)]))
+    try:
+        capsys.readouterr()
+        assert main(["predict", str(run_dir), str(PHOTOS / "beijing-forbidden-city.jpg"), "--json", "--samples", "4",
+                     "--sampler-steps", "5", "--workdir", str(root / "runs")]) == 0
+        (result,) = json.loads(capsys.readouterr().out)
+    finally:
+        path.unlink()
+    masses = [m["probability"] for m in result["modes"]]
+    assert len(masses) == 2 and masses[1] == 0.2 and prediction.MIN_MODE_MASS > 2e-4
