@@ -104,7 +104,7 @@ class FakeStore:
     def start_run(self, experiment: str, config: Mapping[str, Any], code_version: str) -> int:
         run_id = len(self.runs) + 1
         self.runs[run_id] = {"experiment": experiment, "config": dict(config), "code_version": code_version, "status": "running",
-                             "metrics": {}, "checkpoints": [], "history": ["running"]}
+                             "metrics": {}, "checkpoints": [], "history": ["running"], "created_at": datetime.now(timezone.utc)}
         return run_id
 
     def log_metrics(self, run_id: int, step: int, metrics: Mapping[str, float]) -> None:
@@ -134,8 +134,7 @@ class FakeStore:
         if run_id not in self.runs:
             raise KeyError(run_id)
         r = self.runs[run_id]
-        now = datetime.now(timezone.utc)
-        return RunRecord(run_id, r["experiment"], r["status"], now, None, r["config"], r["code_version"], dict(r["metrics"]))
+        return RunRecord(run_id, r["experiment"], r["status"], r["created_at"], None, r["config"], r["code_version"], dict(r["metrics"]))
 
     def list_runs(self) -> list[RunRecord]:
         return [self.get_run(i) for i in self.runs]

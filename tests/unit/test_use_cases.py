@@ -81,7 +81,9 @@ def test_a_run_is_opened_trained_evaluated_and_finished():
     assert outcome.run_id == 1 and outcome.run_dir == Path("fake-runs/run-0001") and outcome.result.step == 6
     assert store.runs[1]["history"] == ["running", "finished"] and store.runs[1]["code_version"] == "test"
     config_json, run_json = folder.folders[outcome.run_dir]
-    assert run_json == {"run_id": 1, "store": None} and config_json["model"]["degree"] == 3
+    # the record's creation time identifies the run beyond its id (eval of a folder beside another store's run 1)
+    assert run_json == {"run_id": 1, "store": None, "created": store.get_run(1).created_at.isoformat()}
+    assert config_json["model"]["degree"] == 3
     assert set(outcome.evaluations) == {"test"} and outcome.evaluations["test"].metrics["n"] == 8
     names = [name for r, name, _ in store.evaluations if r == 1]
     label = f"fake:test:{DEFAULT_SAMPLER}2"  # the eval section's sampler (the default) and its 2 steps
