@@ -168,12 +168,11 @@ def load_model(checkpoint: Path, device=None):
 def _training_gallery(bundle, embedder, workdir: str):
     """LocDiff-H's gallery for a model: its own training split (its config's data, embedded with its embedder),
     opened on first use."""
+    from adapters.gallery_retriever import GalleryOnFirstUse
     from locdiff.services.data import prepare
     from locdiff.services.hybrid import gallery_of
 
     d = bundle.config.data
-    from adapters.gallery_retriever import GalleryOnFirstUse
-
     return GalleryOnFirstUse(
         lambda: gallery_of(_gallery(workdir), prepare(_source(d.source, d.places_limit, d.all_places, d.template), embedder, d)))
 

@@ -98,6 +98,11 @@ def eval_rows(args, container, bundle, ckpt: Path, data, ev, settings, *, store,
     return {label(args, rule, sampler): metrics}
 
 
+def is_training_file(source: str, given: str) -> bool:
+    """Does the file ``given`` name a model's training CSV (its ``config.data.source``; never the built-in places)?"""
+    return source != "places" and Path(given).resolve() == Path(source).resolve()
+
+
 def training_data(container, bundle, given: str | None, data):
     """The model's own training data (gallery and validation): ``data`` itself unless ``--data`` names another file; the
     built-in places are re-read, but a training CSV only when given (a checkpoint never chooses the files read)."""
@@ -106,7 +111,7 @@ def training_data(container, bundle, given: str | None, data):
     from locdiff.services.data import prepare
 
     source = bundle.config.data.source
-    if not given or (source != "places" and Path(given).resolve() == Path(source).resolve()):
+    if not given or is_training_file(source, given):
         return data
     if source != "places":
         raise ValueError(f"--hybrid gallery retrieves from the model's training data ({source}), which eval reads only when "

@@ -77,7 +77,7 @@ def _trained_on(run: str, csv: str) -> bool:
         source = load_model(Path(run), torch.device("cpu"))[0].config.data.source
     except (OSError, ValueError):  # no such run: `compare` reports it
         return False
-    return source != "places" and Path(source).resolve() == Path(csv).resolve()
+    return cli_hybrid.is_training_file(source, csv)
 
 
 def cmd_eval(args) -> int:
@@ -376,4 +376,3 @@ def _store_has_run(store, run_id: int, path: Path) -> bool:
 
 if __name__ == "__main__":
     sys.exit(main())
-
