@@ -48,13 +48,25 @@ def random_guess_accuracy(scales: Sequence[float] = SCALES_KM) -> dict[str, floa
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], scales: Sequence[float] = SCALES_KM) -> str:
-    """Markdown table: one row per method, columns = accuracies, median km, GeoScore."""
+    """Markdown table: one row per method, columns = accuracies (with ``[lo, hi]`` where the row has its interval),
+    median km, GeoScore."""
     head = ["method"] + [f"{s:g} km" for s in scales] + ["median km", "GeoScore"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in rows.items():
-        cells = [f"{m[f'acc@{s:g}km']:.1f}" for s in scales] + [f"{m['median_km']:.0f}", f"{m['geoscore']:.0f}"]
+        cells = [_with_interval(m, f"acc@{s:g}km") for s in scales] + [_number(m["median_km"], "{:.0f}"), _number(m["geoscore"], "{:.0f}")]
         lines.append("| " + " | ".join([name] + cells) + " |")
     return "\n".join(lines)
+
+
+def _number(v: float, fmt: str) -> str:
+    return "–" if math.isnan(v) else fmt.format(v)
+
+
+def _with_interval(m: Mapping[str, float], key: str) -> str:
+    cell = f"{m[key]:.1f}"
+    if f"{key}_lo" in m and f"{key}_hi" in m:
+        cell += f" [{m[key + '_lo']:.1f}, {m[key + '_hi']:.1f}]"
+    return cell
 
 
 def coverage(inside: torch.Tensor) -> float:

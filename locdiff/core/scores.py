@@ -26,6 +26,7 @@ from locdiff.core import geo
 from locdiff.core.calibration import LEVELS, hpd_levels
 from locdiff.core.decoding import log_normalizer
 from locdiff.core.harmonics import real_sh
+from locdiff.core.metrics import SCALES_KM, summarize
 from locdiff.core.shdd import check_coeffs
 
 LOG_4PI = math.log(4 * math.pi)
@@ -67,14 +68,23 @@ def nll(coeffs: torch.Tensor, truth_latlon: torch.Tensor, *, n_lat: int | None =
     return -mixture_log_density(coeffs, truth_latlon, n_lat=n_lat)
 
 
-def energy_score(samples_latlon: torch.Tensor, truth_latlon: torch.Tensor) -> torch.Tensor:
-    """Energy score (km) of K decoded samples [B, K, 2] against the truth [B, 2] → [B] (lower is better)."""
+def energy_score(samples_latlon: torch.Tensor, truth_latlon: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Energy score (km) of K decoded samples [B, K, 2] against the truth [B, 2] → [B] (lower is better).
+
+    ``weights`` [B, K] (rows summing to 1) scores a discrete forecast whose atoms carry unequal mass — a
+    baseline's neighbours or cells: ``Σ_k w_k d(X_k, y) − ½ Σ_{k,k'} w_k w_k' d(X_k, X_k')``."""
     s = geo.validate_latlon(samples_latlon.double(), "samples_latlon")
     y = geo.validate_latlon(truth_latlon.double(), "truth_latlon").to(s.device)
     if s.ndim != 3 or y.shape != (s.shape[0], 2):
         raise ValueError(f"energy_score needs samples [B, K, 2] and truth [B, 2]; got {tuple(s.shape)} and {tuple(y.shape)}")
-    to_truth = geo.great_circle_km(s, y[:, None, :]).mean(1)
-    spread = geo.great_circle_km(s[:, :, None, :], s[:, None, :, :]).mean((1, 2))
+    if weights is None:
+        w = torch.full(s.shape[:2], 1.0 / s.shape[1], dtype=torch.float64, device=s.device)
+    elif weights.shape != s.shape[:2]:
+        raise ValueError(f"energy_score weights must be [B, K] = {tuple(s.shape[:2])}; got {tuple(weights.shape)}")
+    else:
+        w = weights.double().to(s.device)
+    to_truth = (w * geo.great_circle_km(s, y[:, None, :])).sum(1)
+    spread = torch.einsum("bk,bkj,bj->b", w, geo.great_circle_km(s[:, :, None, :], s[:, None, :, :]), w)
     return to_truth - 0.5 * spread
 
 
@@ -127,6 +137,17 @@ def bootstrap_interval(values: torch.Tensor, *, draws: int = 1000, level: float 
     means = v[torch.randint(0, v.numel(), (draws, v.numel()), generator=g)].mean(1)
     lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
     return float(lo), float(hi)
+
+
+def accuracy_intervals(points: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """:func:`locdiff.core.metrics.summarize` of ``points`` [N, 2] with 95 % bootstrap intervals of every accuracy
+    (``acc@200km_lo`` / ``acc@200km_hi`` …; resampling places)."""
+    out = summarize(points, truth)
+    d = geo.great_circle_km(points.double(), truth.double())
+    for km in SCALES_KM:
+        lo, hi = bootstrap_interval(100.0 * (d <= km).double())
+        out[f"acc@{km:g}km_lo"], out[f"acc@{km:g}km_hi"] = lo, hi
+    return out
 
 
 def summarize_scores(per_item: dict[str, torch.Tensor], *, intervals: bool = True) -> dict[str, float]:

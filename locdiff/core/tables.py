@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from locdiff.core.metrics import SCALES_KM, format_table
+from locdiff.core.scores import SCORE_KEYS, format_scores_table
 
 ACC_KEYS = tuple(f"acc@{s:g}km" for s in SCALES_KM)
 TABLE_SEP = "::"  # evaluation dataset names: "<table>::<row>" and "curve::<name>"
@@ -100,7 +101,11 @@ def format_result(result: StudyResult) -> str:
         parts.append(f"### {title}\n")
         if rows and all(all(k in v for k in ACC_KEYS + ("median_km", "geoscore")) for v in rows.values()):
             parts.append(format_table(rows))
-            extra = sorted({k for v in rows.values() for k in v} - set(ACC_KEYS) - {"median_km", "geoscore", "mean_km", "n"})
+            if any("nll" in v or "energy_km" in v for v in rows.values()):
+                parts.append("\nProper scores (95 % intervals; NLL in nats on the unit sphere, lower is better; raw = uncalibrated "
+                             "HPD coverage; '—' where a method has no density):\n\n" + format_scores_table(rows))
+            shown = set(ACC_KEYS) | set(SCORE_KEYS) | {"median_km", "geoscore", "mean_km", "n"}
+            extra = sorted({k for v in rows.values() for k in v if k not in shown and not k.endswith(("_lo", "_hi"))})
             if extra:
                 parts.append("\n" + format_generic_table(rows, extra, digits=2))
         else:

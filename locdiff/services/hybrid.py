@@ -18,9 +18,9 @@ import attrs
 import torch
 
 from locdiff.core.hybrid import DENSITY_RULES, HYBRID_RULES, HybridRule, Matches, candidate_rules, choose, select_rule
-from locdiff.core.metrics import SCALES_KM, summarize
+from locdiff.core.metrics import summarize
 from locdiff.core.sampling import SamplingSettings
-from locdiff.core.scores import bootstrap_interval, mixture_log_density
+from locdiff.core.scores import accuracy_intervals, mixture_log_density
 from locdiff.ports import EmbeddingRetriever, GalleryProvider, Retriever
 
 #: Where LocDiff-H retrieves from (``--hybrid gallery|geoclip``); the first is the default.
@@ -55,8 +55,6 @@ def refine_with_retrieval(
 def evaluate_hybrid(retriever: Retriever, data, split: str, evaluation, *, radius_km: float = 200.0, store=None,
                     run_id: int | None = None) -> dict[str, float]:
     """LocDiff-H metrics on the items an :class:`~locdiff.services.evaluation.Evaluation` covered (an image dataset)."""
-    from locdiff.core.metrics import summarize
-
     index = data.splits[split][: evaluation.truth.shape[0]]
     images = [Path(data.items[i]) for i in index.tolist()]
     if not all(p.suffix for p in images):
@@ -135,15 +133,7 @@ def refine_with_gallery(retriever: EmbeddingRetriever, cond: torch.Tensor, sampl
 
 def hybrid_metrics(points: torch.Tensor, truth: torch.Tensor, used: torch.Tensor) -> dict[str, float]:
     """Accuracy, median, GeoScore, 95 % bootstrap intervals of every accuracy, and the share answered by retrieval (%)."""
-    out = summarize(points, truth)
-    from locdiff.core.geo import great_circle_km
-
-    d = great_circle_km(points.double(), truth.double())
-    for km in SCALES_KM:
-        lo, hi = bootstrap_interval(100.0 * (d <= km).double())
-        out[f"acc@{km:g}km_lo"], out[f"acc@{km:g}km_hi"] = lo, hi
-    out["retrieved_pct"] = 100.0 * float(used.double().mean())
-    return out
+    return accuracy_intervals(points, truth) | {"retrieved_pct": 100.0 * float(used.double().mean())}
 
 
 def evaluate_gallery_hybrid(retriever: EmbeddingRetriever, bundle, train_data, data, split: str, evaluation, *,

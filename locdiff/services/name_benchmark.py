@@ -32,7 +32,7 @@ import torch
 
 from locdiff.core import multimodal as mm
 from locdiff.core.anchors import equiangular
-from locdiff.core.baseline_densities import (KNN_KS, CellDensity, KNNDensity, knn_weights, select_knn_density,
+from locdiff.core.baseline_densities import (KNN_KS, CellDensity, KNNDensity, cosine_neighbours, knn_weights, select_knn_density,
                                              vmf_mixture_grid, vmf_mixture_log_density)
 from locdiff.core.baselines import baseline_fitters
 from locdiff.core.bundle import ModelBundle
@@ -155,11 +155,6 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=-1)
 
 
-def _neighbours(gallery: torch.Tensor, query: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    sims, idx = torch.topk(_unit(query) @ gallery.T, min(k, gallery.shape[0]), dim=1)
-    return sims, idx
-
-
 def run_name_benchmark(
     bundle: ModelBundle,
     queries: Sequence[NamedPlaces],
@@ -188,11 +183,11 @@ def run_name_benchmark(
 
     # kNN as a vMF mixture, chosen on validation by NLL
     gallery, gallery_ll = _unit(data.cond[train]), data.latlon[train]
-    sims, idx = _neighbours(gallery, data.cond[val], max(KNN_KS))
+    sims, idx = cosine_neighbours(gallery, data.cond[val], max(KNN_KS))
     knn = select_knn_density(sims, gallery_ll[idx], data.latlon[val])
     say(f"kNN density on validation ({val.numel()} places): k={knn.k}, T={knn.temperature:g}, "
         f"bandwidth {knn.bandwidth_km:.0f} km, NLL {knn.val_nll:.3f}")
-    q_sims, q_idx = _neighbours(gallery, query_cond, knn.k)
+    q_sims, q_idx = cosine_neighbours(gallery, query_cond, knn.k)
     q_w = knn_weights(q_sims, knn.temperature)
 
     # the grid classifier: the project's baseline, its softmax spread over Voronoi cells

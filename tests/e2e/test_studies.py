@@ -110,6 +110,20 @@ def test_compare_rows_and_baselines_beat_random(env):
     assert {"kNN (k=1)", "kNN (k=10, weighted)", "random guess"} <= set(table)
     assert any(r.startswith("grid classifier") for r in table) and any(r.startswith("LocDiffusion") for r in table)
     assert table["kNN (k=1)"]["acc@750km"] > 50 > table["random guess"]["acc@750km"]
+    # proper scores beside accuracy: every row with a density, each with its interval; point predictors have none
+    grid = next(r for r in table if r.startswith("grid classifier"))
+    one_step = next(r for r in table if r.startswith("↳ its one-step prediction"))
+    locdiff = [r for r in table if r.startswith("LocDiffusion")]
+    for row in [*locdiff, one_step, "kNN (k=10, weighted)", grid]:
+        for key in ("nll", "energy_km", "coverage@50", "coverage@90", "coverage@95"):
+            assert math.isfinite(table[row][key]) and table[row][f"{key}_lo"] <= table[row][key] <= table[row][f"{key}_hi"], (row, key)
+        assert table[row]["acc@200km_lo"] <= table[row]["acc@200km"] <= table[row]["acc@200km_hi"]
+    assert "nll" not in table["kNN (k=1)"] and "nll" not in table["regression (unit vector)"]
+    assert table["random guess"]["nll"] == pytest.approx(math.log(4 * math.pi))
+    assert table["kNN (k=10, weighted)"]["nll"] < math.log(4 * math.pi) and table[grid]["nll"] < math.log(4 * math.pi)
+    assert table[locdiff[0]]["nll"] == table[locdiff[1]]["nll"]  # one distribution, reduced two ways
+    text = format_result(result)
+    assert "Proper scores" in text and "| kNN (k=10, weighted) | " in text.split("Proper scores")[1]
 
 
 def test_compare_with_a_given_model_trains_nothing(env):

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from locdiff.core import geo
 from locdiff.core import multimodal as mm
 from locdiff.core.anchors import equiangular
-from locdiff.core.baseline_densities import (CellDensity, kappa, select_knn_density, vmf_mixture_grid,
-                                             vmf_mixture_log_density, voronoi_areas)
+from locdiff.core.baseline_densities import (CellDensity, cell_hpd_level, cosine_neighbours, kappa, select_knn_density,
+                                             vmf_hpd_level, vmf_mixture_grid, vmf_mixture_log_density, vmf_mixture_sample,
+                                             voronoi_areas)
 from locdiff.core.results import DensityGrid
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -190,3 +191,49 @@ def test_grid_classifier_density_is_piecewise_constant_and_normalised():
     assert float(grid.mass.reshape(-1)[east].sum()) == pytest.approx(0.8, abs=1e-9)
     logp = cells.log_density(probs, _tensor([[10.0, 5.0], [-20.0, 170.0]]))
     assert logp.tolist() == pytest.approx([math.log(0.8 / (2 * math.pi)), math.log(0.2 / (2 * math.pi))], rel=1e-6)
+
+
+# --------------------------------------------------------------------------- draws and HPD levels of the baselines' densities
+@pytest.mark.parametrize("bandwidth", [25.0, 400.0, 3000.0])
+def test_vmf_draws_follow_the_kernel_and_the_weights(bandwidth):
+    """Mean cosine to the centre = coth κ − 1/κ (the vMF on S²); components drawn by weight."""
+    k = kappa(bandwidth)
+    g = torch.Generator().manual_seed(0)
+    centre = torch.tensor([[[80.0, 10.0]]], dtype=torch.float64)
+    x = vmf_mixture_sample(centre, torch.ones(1, 1, dtype=torch.float64), bandwidth, 20_000, generator=g)[0]
+    cos = (geo.to_xyz(x) * geo.to_xyz(centre[0, 0])).sum(-1)
+    expected = 1 / math.tanh(k) - 1 / k
+    assert abs(float(1 - cos.mean()) - (1 - expected)) < 0.03 * (1 - expected)
+    centres = torch.tensor([[[80.0, 10.0], [-30.0, 120.0]]], dtype=torch.float64)
+    x = vmf_mixture_sample(centres, torch.tensor([[0.7, 0.3]], dtype=torch.float64), min(bandwidth, 400.0), 20_000, generator=g)[0]
+    near_first = geo.great_circle_km(x, centres[0, :1].expand_as(x)) < geo.great_circle_km(x, centres[0, 1:].expand_as(x))
+    assert abs(float(near_first.double().mean()) - 0.7) < 0.015
+
+
+def test_vmf_hpd_level_matches_the_cap_mass_of_one_kernel():
+    """For one kernel the region denser than a point θ away is the cap of radius θ: mass (1 − e^{−κ(1−cos θ)}) / (1 − e^{−2κ})."""
+    b = 800.0
+    k = kappa(b)
+    centre = torch.tensor([[[10.0, 20.0]]], dtype=torch.float64).expand(4, 1, 2)
+    dist = torch.tensor([100.0, 600.0, 1200.0, 2500.0], dtype=torch.float64)
+    truth = torch.stack([10.0 + torch.rad2deg(dist / geo.EARTH_RADIUS_KM), torch.full((4,), 20.0, dtype=torch.float64)], 1)
+    u = vmf_hpd_level(centre, torch.ones(4, 1, dtype=torch.float64), b, truth, draws=4000, seed=1)
+    theta = dist / geo.EARTH_RADIUS_KM
+    exact = -torch.expm1(-k * (1 - torch.cos(theta))) / -math.expm1(-2 * k)
+    assert torch.allclose(u, exact, atol=0.03), (u, exact)
+
+
+def test_cell_hpd_level_by_hand():
+    """Densities p/A: cell 0 = 0.5/1, cell 1 = 0.3/3 = 0.1, cell 2 = 0.2/0.5 = 0.4 → denser than cell 1: 0.7; than 2: 0.5; than 0: 0."""
+    probs = torch.tensor([[0.5, 0.3, 0.2]] * 3, dtype=torch.float64)
+    areas = torch.tensor([1.0, 3.0, 0.5], dtype=torch.float64)
+    u = cell_hpd_level(probs, areas, torch.tensor([1, 2, 0]))
+    assert torch.allclose(u, torch.tensor([0.7, 0.5, 0.0], dtype=torch.float64))
+
+
+def test_cosine_neighbours_are_the_top_k_by_cosine():
+    g = torch.nn.functional.normalize(torch.randn(50, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    q = torch.randn(7, 8, generator=torch.Generator().manual_seed(1)) * 3.0
+    sims, idx = cosine_neighbours(g, q, 5, chunk=3)
+    expected = torch.topk(torch.nn.functional.normalize(q, dim=-1) @ g.T, 5, dim=1)
+    assert torch.equal(idx, expected.indices) and torch.allclose(sims, expected.values)

@@ -180,3 +180,26 @@ def test_summaries_have_bootstrap_intervals_around_the_mean():
     assert "| model | " in table and "accuracy only" not in table and "[" in table
     with pytest.raises(ValueError, match="at least one"):
         scores.bootstrap_interval(torch.zeros(0))
+
+
+def test_weighted_energy_score_equals_repeated_atoms_and_rejects_bad_weights():
+    """Weights (2/3, 1/3) on atoms (a, b) score as the equal-weight sample (a, a, b); equal weights as no weights."""
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.rand(20, 1, 2, generator=g, dtype=torch.float64) * 60, torch.rand(20, 1, 2, generator=g, dtype=torch.float64) * 60
+    truth = torch.rand(20, 2, generator=g, dtype=torch.float64) * 60
+    w = torch.tensor([[2 / 3, 1 / 3]], dtype=torch.float64).expand(20, 2)
+    assert torch.allclose(scores.energy_score(torch.cat([a, b], 1), truth, w), scores.energy_score(torch.cat([a, a, b], 1), truth))
+    assert torch.allclose(scores.energy_score(torch.cat([a, b], 1), truth, torch.full((20, 2), 0.5, dtype=torch.float64)),
+                          scores.energy_score(torch.cat([a, b], 1), truth))
+    with pytest.raises(ValueError, match="weights must be"):
+        scores.energy_score(torch.cat([a, b], 1), truth, torch.ones(20, 3))
+
+
+def test_accuracy_intervals_bracket_each_accuracy():
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(200, 2, generator=g, dtype=torch.float64) * 40
+    points = truth + torch.randn(200, 2, generator=g, dtype=torch.float64) * 2
+    out = scores.accuracy_intervals(points, truth)
+    for km in (1, 25, 200, 750, 2500):
+        assert out[f"acc@{km}km_lo"] <= out[f"acc@{km}km"] <= out[f"acc@{km}km_hi"]
+    assert 0 < out["acc@200km"] < 100 and out["acc@200km_hi"] - out["acc@200km_lo"] > 1

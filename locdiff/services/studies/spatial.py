@@ -8,6 +8,7 @@ from locdiff.config import RunConfig, apply_overrides
 from locdiff.core.tables import StudyResult
 from locdiff.ports import DatasetSource, Embedder
 from locdiff.services.data import prepare
+from locdiff.services.studies.baseline_scores import baseline_score_rows
 from locdiff.services.studies.hybrid_rows import choose_hybrid, hybrid_row
 from locdiff.services.studies.models import model_for
 from locdiff.services.studies.recording import close_study, open_study, recording
@@ -39,10 +40,12 @@ def spatial_study(source: DatasetSource, embedder: Embedder, config: RunConfig, 
         for split, index in (("held-out region", held), ("in-distribution test", test)):
             table = f"{split}: accuracy (%), {index.numel()} items (training excluded {region})"
             sampled = sample_items(model, data, index, settings, env)
-            locdiff_rows(result, table, model, sampled, data.cond[index], env, settings)
+            locdiff_rows(result, table, model, sampled, data.cond[index], env, settings, scores=True)
             hybrid_row(result, table, model, data, data.cond[index], sampled, env, selection)
-            baseline_rows(result, table, fitted, data.cond[index], data.latlon[index])
+            scores, note = baseline_score_rows(data, fitted, data.cond[index], data.latlon[index], seed=settings.seed)
+            baseline_rows(result, table, fitted, data.cond[index], data.latlon[index], scores)
             result.add_row(table, "random guess", random_row())
+        result.notes.append(note)
         result.notes.append(f"Held out: {region} ({int(data.splits['holdout'].numel())} places) — absent from train, val and test.")
     return close_study(env, result)
 

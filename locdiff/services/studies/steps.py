@@ -16,8 +16,10 @@ from locdiff.core.bundle import ModelBundle
 from locdiff.core.decoding import decode, default_radius_km
 from locdiff.core.metrics import random_guess_accuracy, summarize
 from locdiff.core.reduction import reduce_samples
+from locdiff.core.scores import LOG_4PI, accuracy_intervals, proper_scores, summarize_scores
 from locdiff.core.tables import StudyResult
 from locdiff.services.data import PreparedData
+from locdiff.services.evaluation import one_step_coefficients
 from locdiff.services.sampling import predict_locations
 from locdiff.services.studies.models import TrainedModel, describe, train_model
 from locdiff.services.studies.settings import StudyEnv, StudySettings, study_config
@@ -70,15 +72,33 @@ def one_step_points(bundle: ModelBundle, cond: torch.Tensor, *, device: torch.de
 
 
 def locdiff_rows(result: StudyResult, table: str, model: ModelBundle, sampled: Sampled, cond: torch.Tensor, env: StudyEnv,
-                  settings: StudySettings, reducers: Sequence[str] = ("mode", "centre"), extra: Mapping[str, float] | None = None) -> None:
+                  settings: StudySettings, reducers: Sequence[str] = ("mode", "centre"), extra: Mapping[str, float] | None = None,
+                  *, scores: bool = False) -> None:
+    """A row per reducer, and the denoiser's one-step prediction as a diagnostic row.
+
+    With ``scores`` every row also gets the proper scores of its distribution (NLL, energy score, raw 50/90/95 %
+    coverage, all with 95 % intervals, as ``eval``): the K samples' mixture for the reducer rows (one distribution,
+    so the same scores on each), and for the one-step row K draws of the x0 prediction from noise, decoded as a density."""
+    truth = sampled.truth
+    dist = summarize_scores(proper_scores(sampled.coeffs.double(), sampled.samples, truth)) if scores else {}
     for reducer in reducers:
-        result.add_row(table, f"{describe(model)}, {reducer}", locdiff_metrics(model, sampled, reducer) | dict(extra or {}))
-    one = one_step_points(model, cond, device=env.compute.device, seed=settings.seed)
-    result.add_row(table, "↳ its denoiser, one step from noise (diagnostic)", summarize(one, sampled.truth))
+        point = reduce_samples(sampled.samples, reducer, radius_km=2 * default_radius_km(model.degree))
+        accuracy = accuracy_intervals(point, truth) if scores else summarize(point, truth)
+        result.add_row(table, f"{describe(model)}, {reducer}", accuracy | dist | dict(extra or {}))
+    if not scores:
+        one = one_step_points(model, cond, device=env.compute.device, seed=settings.seed)
+        result.add_row(table, "↳ its denoiser, one step from noise (diagnostic)", summarize(one, truth))
+        return
+    first = one_step_coefficients(model, cond, samples=settings.samples, seed=settings.seed, device=env.compute.device).double()
+    locs = decode(first.reshape(-1, model.dim).float()).reshape(first.shape[0], settings.samples, 2).double()
+    point = reduce_samples(locs, reducers[0], radius_km=2 * default_radius_km(model.degree))
+    result.add_row(table, f"↳ its one-step prediction ({settings.samples} x0 draws from noise, {reducers[0]})",
+                   accuracy_intervals(point, truth) | summarize_scores(proper_scores(first, locs, truth)))
 
 
 def random_row() -> dict[str, float]:
-    return random_guess_accuracy() | {"median_km": math.nan, "geoscore": math.nan}
+    """A uniform guess: the cap-area accuracies, and the uniform density's NLL log 4π (its HPD regions cover exactly)."""
+    return random_guess_accuracy() | {"median_km": math.nan, "geoscore": math.nan, "nll": LOG_4PI}
 
 
 def fit_baselines(data: PreparedData, settings: StudySettings, env: StudyEnv) -> dict[str, tuple[Any, float]]:
@@ -94,10 +114,12 @@ def fit_baselines(data: PreparedData, settings: StudySettings, env: StudyEnv) ->
     return out
 
 
-def baseline_rows(result: StudyResult, table: str, fitted, cond: torch.Tensor, truth: torch.Tensor) -> None:
-    for model, seconds in fitted.values():
-        result.add_row(table, model.name, summarize(model.predict(cond), truth) | {"fit_s": seconds})
-
+def baseline_rows(result: StudyResult, table: str, fitted, cond: torch.Tensor, truth: torch.Tensor,
+                  scores: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    """A row per fitted baseline: accuracy with 95 % intervals, fit time, and ``scores[name]`` where given."""
+    for name, (model, seconds) in fitted.items():
+        row = accuracy_intervals(model.predict(cond), truth) | {"fit_s": seconds}
+        result.add_row(table, model.name, row | dict((scores or {}).get(name, {})))
 
 
 def sweep(result: StudyResult, data: PreparedData, config: RunConfig, env: StudyEnv, settings: StudySettings, override: str,
