@@ -237,3 +237,24 @@ def test_cosine_neighbours_are_the_top_k_by_cosine():
     sims, idx = cosine_neighbours(g, q, 5, chunk=3)
     expected = torch.topk(torch.nn.functional.normalize(q, dim=-1) @ g.T, 5, dim=1)
     assert torch.equal(idx, expected.indices) and torch.allclose(sims, expected.values)
+
+
+def test_grid_density_scores_by_hand():
+    """Two cells (north / south hemisphere, 2π sr each), p = (0.8, 0.2): NLL −log(p/2π); the south truth lies outside the
+    50 % region (the denser north holds 0.8) but inside 90 / 95 %; energy = Σ p d(c, y) − ½ Σ p p' d(c, c')."""
+    from locdiff.services.studies.baseline_scores import grid_density_scores
+
+    class Fake:
+        centroids = torch.tensor([[90.0, 0.0], [-90.0, 0.0]])
+
+        def probabilities(self, cond):
+            return torch.tensor([[0.8, 0.2]]).expand(cond.shape[0], 2)
+
+    truth = torch.tensor([[90.0, 0.0], [-90.0, 0.0]], dtype=torch.float64)
+    out = grid_density_scores(Fake(), torch.zeros(2, 3), truth, chunk=1)
+    nll = [-math.log(0.8 / (2 * math.pi)), -math.log(0.2 / (2 * math.pi))]
+    assert out["nll"] == pytest.approx(sum(nll) / 2, rel=2e-3)  # Voronoi areas by quadrature
+    assert (out["coverage@50"], out["coverage@90"], out["coverage@95"]) == (50.0, 100.0, 100.0)
+    pole = math.pi * geo.EARTH_RADIUS_KM
+    energy = [0.2 * pole - 0.5 * 2 * 0.8 * 0.2 * pole, 0.8 * pole - 0.5 * 2 * 0.8 * 0.2 * pole]
+    assert out["energy_km"] == pytest.approx(sum(energy) / 2, rel=1e-6)

@@ -48,20 +48,23 @@ def knn_density_scores(data: PreparedData, cond: torch.Tensor, truth: torch.Tens
     return summarize_scores(per_item), knn
 
 
-def grid_density_scores(classifier: Any, cond: torch.Tensor, truth: torch.Tensor, *, chunk: int = 256) -> dict[str, float]:
+def grid_density_scores(classifier: Any, cond: torch.Tensor, truth: torch.Tensor, *, chunk: int = 1024) -> dict[str, float]:
     """Mean scores (with 95 % intervals) of a fitted grid classifier's cell density on ``cond`` against ``truth``."""
     centroids = classifier.centroids.double().cpu()
     areas = voronoi_areas(centroids)
-    cells = cell_owners(truth.double().cpu(), centroids)
-    probs = classifier.probabilities(cond).double().cpu()
-    p_truth = probs.gather(1, cells[:, None])[:, 0]
-    per_item = {"nll": -(torch.log(p_truth) - torch.log(areas[cells]))}
-    per_item |= _covered(cell_hpd_level(probs, areas, cells))
     between = geo.great_circle_km(centroids[:, None, :], centroids[None, :, :])  # [C, C]
-    to_truth = geo.great_circle_km(centroids[None, :, :], truth.double().cpu()[:, None, :])  # [N, C]
-    spread = torch.cat([((probs[s : s + chunk] @ between) * probs[s : s + chunk]).sum(1) for s in range(0, probs.shape[0], chunk)])
-    per_item["energy_km"] = (probs * to_truth).sum(1) - 0.5 * spread
-    return summarize_scores(per_item)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for s in range(0, cond.shape[0], chunk):  # [chunk, C] at a time: memory flat in the item count
+        y = truth[s : s + chunk].double().cpu()
+        cells = cell_owners(y, centroids)
+        probs = classifier.probabilities(cond[s : s + chunk]).double().cpu()
+        part = {"nll": -(torch.log(probs.gather(1, cells[:, None])[:, 0]) - torch.log(areas[cells]))}
+        part |= _covered(cell_hpd_level(probs, areas, cells))
+        to_truth = geo.great_circle_km(centroids[None, :, :], y[:, None, :])  # [chunk, C]
+        part["energy_km"] = (probs * to_truth).sum(1) - 0.5 * ((probs @ between) * probs).sum(1)
+        for key, v in part.items():
+            parts.setdefault(key, []).append(v)
+    return summarize_scores({key: torch.cat(v) for key, v in parts.items()})
 
 
 def baseline_score_rows(data: PreparedData, fitted: dict[str, tuple[Any, float]], cond: torch.Tensor, truth: torch.Tensor, *,
