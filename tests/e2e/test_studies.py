@@ -100,6 +100,10 @@ def test_every_study_runs_stores_and_rebuilds(env, study):
     assert rebuilt.model_runs == result.model_runs
     text = format_result(result)
     assert text.startswith("### ")
+    if study in ("losses", "degrees", "compare", "spatial"):  # their model rows carry the proper scores, with intervals
+        scored = [v for table in result.tables.values() for v in table.values() if "energy_km" in v]
+        assert scored and all(v["nll_lo"] <= v["nll"] <= v["nll_hi"] and "coverage@50" in v for v in scored)
+        assert "Proper scores" in text
     for run_id in result.model_runs.values():  # models trained for the study are runs of their own, with checkpoints
         assert env.store.checkpoints(run_id)
 

@@ -125,8 +125,9 @@ def baseline_rows(result: StudyResult, table: str, fitted, cond: torch.Tensor, t
 def sweep(result: StudyResult, data: PreparedData, config: RunConfig, env: StudyEnv, settings: StudySettings, override: str,
            values: Sequence[Any], what: str, experiment: str, *, label: Callable[[Any], str], key: Callable[[Any], str],
            extra: Callable[[Any, TrainedModel, Sampled], Mapping[str, float]]) -> None:
-    """One model per value of config field ``override`` (same data, steps, batch, seed): test accuracy + extra
-    columns per model, and each denoiser's one-step-from-noise accuracy as a diagnostic table."""
+    """One model per value of config field ``override`` (same data, steps, batch, seed): test accuracy (with intervals),
+    the proper scores of its K samples (as ``eval``) + extra columns per model, and each denoiser's one-step-from-noise
+    accuracy as a diagnostic table."""
     test = split_items(data, "test", settings.eval_items)
     table = f"test accuracy (%) by {what} ({settings.steps} steps each, {test.numel()} items)"
     for value in values:
@@ -134,7 +135,8 @@ def sweep(result: StudyResult, data: PreparedData, config: RunConfig, env: Study
         if trained.run_id is not None:
             result.model_runs[key(value)] = trained.run_id
         sampled = sample_items(trained.bundle, data, test, settings, env)
-        metrics = locdiff_metrics(trained.bundle, sampled, trained.bundle.config.eval.reducer)
+        point = reduce_samples(sampled.samples, trained.bundle.config.eval.reducer, radius_km=2 * default_radius_km(trained.bundle.degree))
+        metrics = accuracy_intervals(point, sampled.truth) | summarize_scores(proper_scores(sampled.coeffs.double(), sampled.samples, sampled.truth))
         result.add_row(table, label(value), metrics | dict(extra(value, trained, sampled)))
         one = one_step_points(trained.bundle, data.cond[test], device=env.compute.device, seed=settings.seed)
         result.add_row(f"diagnostic: each model's denoiser, one step from noise ({test.numel()} items)", label(value),
