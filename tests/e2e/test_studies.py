@@ -322,3 +322,24 @@ def test_a_study_of_a_given_run_keeps_its_x0_projection(tmp_path, monkeypatch, g
     with pytest.raises(SystemExit):
         args.func(args)
     assert seen[0].projection == expected
+
+
+def test_compare_with_an_unreadable_eval_file_fails_before_any_work(env):
+    """`eval RUN --compare --data MISSING.csv`: the file's error comes first — no training data embedded, no study run."""
+    class Unreadable:
+        name = "missing.csv"
+
+        def load(self):
+            raise ValueError("cannot read dataset missing.csv: file not found")
+
+    class Counting(LocationEmbedder):
+        calls = 0
+
+        def embed_texts(self, texts):
+            Counting.calls += 1
+            return super().embed_texts(texts)
+
+    runs = len(env.store.list_runs())
+    with pytest.raises(ValueError, match="missing.csv"):
+        studies.compare(SyntheticSource(), Counting(), tiny_config(), env, tiny("compare"), eval_source=Unreadable())
+    assert Counting.calls == 0 and len(env.store.list_runs()) == runs

@@ -31,6 +31,7 @@ def compare(source: DatasetSource, embedder: Embedder, config: RunConfig, env: S
     ``on_hybrid`` receives LocDiff-H's rule chosen on validation (``eval RUN --compare --hybrid`` saves it beside the model).
     """
     settings = settings or default_settings("compare")
+    target = None if eval_source is None else prepare(eval_source, embedder, config.data)  # a bad file fails before any work
     data = data or prepare(source, embedder, config.data)
     result = StudyResult("compare", settings=settings.to_dict())
     extra = {"model_given": bundle is not None, "eval_data": getattr(eval_source, "name", None)}
@@ -41,7 +42,6 @@ def compare(source: DatasetSource, embedder: Embedder, config: RunConfig, env: S
             target, index = data, split_items(data, "test", settings.eval_items)
             table = f"test accuracy (%), {data.name}, {index.numel()} items"
         else:
-            target = prepare(eval_source, embedder, config.data)
             index = torch.arange(len(target.ids))[: settings.eval_items]
             table = f"{target.name}: accuracy (%), {index.numel()} items (all splits; models fitted on {data.name})"
         selection = choose_hybrid(result, model, data, env, settings)
