@@ -41,14 +41,19 @@ def _is_accuracy_table(rows: Mapping[str, Mapping[str, float]]) -> bool:
 
 
 def accuracy_bars(rows: Mapping[str, Mapping[str, float]], title: str, path: Path) -> Path:
-    """Grouped bars: one group per scale, one bar per method."""
+    """Grouped bars: one group per scale, one bar per method (with its 95 % interval where the row has one)."""
     plt = _plt()
     names = list(rows)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(ACC_KEYS) + 0.4 * len(names)), 4.2))
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(ACC_KEYS))]
-        ax.bar(xs, [rows[name][k] for k in ACC_KEYS], width, label=name)
+        values = [rows[name][k] for k in ACC_KEYS]
+        errors = None
+        if all(f"{k}_lo" in rows[name] and f"{k}_hi" in rows[name] for k in ACC_KEYS):
+            errors = [[v - rows[name][f"{k}_lo"] for k, v in zip(ACC_KEYS, values)],
+                      [rows[name][f"{k}_hi"] - v for k, v in zip(ACC_KEYS, values)]]
+        ax.bar(xs, values, width, label=name, yerr=errors, capsize=2 if errors else 0, error_kw={"linewidth": 0.8})
     ax.set_xticks(range(len(ACC_KEYS)), _SCALE_NAMES)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=9)
