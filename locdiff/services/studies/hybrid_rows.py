@@ -6,13 +6,11 @@ from __future__ import annotations
 import torch
 
 from locdiff.core.bundle import ModelBundle
-from locdiff.core.decoding import default_radius_km
-from locdiff.core.reduction import reduce_samples
 from locdiff.core.tables import StudyResult
 from locdiff.services.data import PreparedData
 from locdiff.services.hybrid import HybridSelection, gallery_of, hybrid_metrics, refine_with_gallery, select_on_validation
 from locdiff.services.studies.settings import StudyEnv, StudySettings
-from locdiff.services.studies.steps import Sampled
+from locdiff.services.studies.steps import Sampled, model_points
 
 
 def choose_hybrid(result: StudyResult, model: ModelBundle, data: PreparedData, env: StudyEnv,
@@ -43,7 +41,7 @@ def hybrid_row(result: StudyResult, table: str, model: ModelBundle, data: Prepar
     """The LocDiff-H row of ``table``: ``sampled`` items refined with ``data``'s training-split gallery."""
     if selection is None:
         return
-    fallback = reduce_samples(sampled.samples, "mode", radius_km=2 * default_radius_km(model.degree))
+    fallback = model_points(model, sampled.samples, "mode")
     points, used = refine_with_gallery(gallery_of(env.gallery, data), cond, sampled.samples, fallback, selection.rule, sampled.coeffs)
     name = f"LocDiff-H ({selection.rule.describe()})"
     result.add_row(table, name, hybrid_metrics(points, sampled.truth, used))

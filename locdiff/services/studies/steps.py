@@ -47,9 +47,18 @@ def sample_items(bundle: ModelBundle, data: PreparedData, index: torch.Tensor, s
     return Sampled(samples, coeffs.float(), data.latlon[index].double(), time.perf_counter() - t0)
 
 
+def model_points(bundle: ModelBundle, samples: torch.Tensor, reducer: str) -> torch.Tensor:
+    """Each item's K decoded samples [N, K, 2] reduced to one point [N, 2] (merge radius as ``eval``)."""
+    return reduce_samples(samples, reducer, radius_km=2 * default_radius_km(bundle.degree))
+
+
 def locdiff_metrics(bundle: ModelBundle, sampled: Sampled, reducer: str) -> dict[str, float]:
-    point = reduce_samples(sampled.samples, reducer, radius_km=2 * default_radius_km(bundle.degree))
-    return summarize(point, sampled.truth)
+    return summarize(model_points(bundle, sampled.samples, reducer), sampled.truth)
+
+
+def distribution_scores(coeffs: torch.Tensor, samples: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """NLL, energy score and raw 50/90/95 % coverage of K samples per item (means with 95 % intervals), as ``eval``."""
+    return summarize_scores(proper_scores(coeffs.double(), samples, truth))
 
 
 @torch.no_grad()
@@ -80,9 +89,9 @@ def locdiff_rows(result: StudyResult, table: str, model: ModelBundle, sampled: S
     coverage, all with 95 % intervals, as ``eval``): the K samples' mixture for the reducer rows (one distribution,
     so the same scores on each), and for the one-step row K draws of the x0 prediction from noise, decoded as a density."""
     truth = sampled.truth
-    dist = summarize_scores(proper_scores(sampled.coeffs.double(), sampled.samples, truth)) if scores else {}
+    dist = distribution_scores(sampled.coeffs, sampled.samples, truth) if scores else {}
     for reducer in reducers:
-        point = reduce_samples(sampled.samples, reducer, radius_km=2 * default_radius_km(model.degree))
+        point = model_points(model, sampled.samples, reducer)
         accuracy = accuracy_intervals(point, truth) if scores else summarize(point, truth)
         result.add_row(table, f"{describe(model)}, {reducer}", accuracy | dist | dict(extra or {}))
     if not scores:
@@ -91,9 +100,8 @@ def locdiff_rows(result: StudyResult, table: str, model: ModelBundle, sampled: S
         return
     first = one_step_coefficients(model, cond, samples=settings.samples, seed=settings.seed, device=env.compute.device).double()
     locs = decode(first.reshape(-1, model.dim).float()).reshape(first.shape[0], settings.samples, 2).double()
-    point = reduce_samples(locs, reducers[0], radius_km=2 * default_radius_km(model.degree))
     result.add_row(table, f"↳ its one-step prediction ({settings.samples} x0 draws from noise, {reducers[0]})",
-                   accuracy_intervals(point, truth) | summarize_scores(proper_scores(first, locs, truth)))
+                   accuracy_intervals(model_points(model, locs, reducers[0]), truth) | distribution_scores(first, locs, truth))
 
 
 def random_row() -> dict[str, float]:
@@ -135,8 +143,8 @@ def sweep(result: StudyResult, data: PreparedData, config: RunConfig, env: Study
         if trained.run_id is not None:
             result.model_runs[key(value)] = trained.run_id
         sampled = sample_items(trained.bundle, data, test, settings, env)
-        point = reduce_samples(sampled.samples, trained.bundle.config.eval.reducer, radius_km=2 * default_radius_km(trained.bundle.degree))
-        metrics = accuracy_intervals(point, sampled.truth) | summarize_scores(proper_scores(sampled.coeffs.double(), sampled.samples, sampled.truth))
+        point = model_points(trained.bundle, sampled.samples, trained.bundle.config.eval.reducer)
+        metrics = accuracy_intervals(point, sampled.truth) | distribution_scores(sampled.coeffs, sampled.samples, sampled.truth)
         result.add_row(table, label(value), metrics | dict(extra(value, trained, sampled)))
         one = one_step_points(trained.bundle, data.cond[test], device=env.compute.device, seed=settings.seed)
         result.add_row(f"diagnostic: each model's denoiser, one step from noise ({test.numel()} items)", label(value),
