@@ -17,8 +17,7 @@ from locdiff.config import EvalConfig
 from locdiff.core.metrics import summarize
 from locdiff.core.reduction import REDUCERS, reduce_samples
 from locdiff.core.decoding import decode, default_radius_km
-from locdiff.core.geo import great_circle_km
-from locdiff.core.scores import proper_scores, summarize_scores
+from locdiff.core.scores import accuracy_intervals, proper_scores, summarize_scores
 from locdiff.ports import ExperimentStore
 from locdiff.services.data import PreparedData
 from locdiff.services.progress import ProgressFactory
@@ -54,15 +53,8 @@ def one_step_coefficients(bundle: ModelBundle, cond: torch.Tensor, *, samples: i
 
 def scored(coeffs: torch.Tensor, samples: torch.Tensor, points: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     """Accuracy of ``points`` and the proper scores of the K samples (``coeffs`` [N, K, D], ``samples`` [N, K, 2]),
-    with 95 % bootstrap intervals over items for the scores and the 200 / 750 km accuracies."""
-    per_item = proper_scores(coeffs.double(), samples, truth)
-    d = great_circle_km(points.double(), truth.double())
-    for km in (200, 750):
-        per_item[f"acc@{km}km"] = 100.0 * (d <= km).double()
-    out = summarize_scores(per_item)
-    for km in (200, 750):
-        out.pop(f"acc@{km}km")
-    return summarize(points, truth) | out
+    each with its 95 % bootstrap interval over items."""
+    return accuracy_intervals(points, truth) | summarize_scores(proper_scores(coeffs.double(), samples, truth))
 
 
 def evaluate(

@@ -186,6 +186,9 @@ def test_evaluate_stores_the_configured_reducer_and_every_other():
     assert ev.samples.shape == (8, 2, 2) and set(ev.by_reducer) == set(REDUCERS)
     chosen = ev.by_reducer[bundle.config.eval.reducer]
     assert {k: ev.metrics[k] for k in chosen} == chosen  # the configured reducer's figures (plus any the evaluation adds)
+    assert bundle.config.eval.scores  # the default: every accuracy and every score with its 95 % interval
+    for key in [f"acc@{km}km" for km in (1, 25, 200, 750, 2500)] + ["nll", "energy_km", "coverage@50"]:
+        assert ev.metrics[f"{key}_lo"] <= ev.metrics[key] <= ev.metrics[f"{key}_hi"], key
     names = [name for _, name, _ in store.evaluations]
     label = f"fake:test:{DEFAULT_SAMPLER}2"
     assert names[: 1 + len(REDUCERS)] == [label] + [f"{label}:{r}" for r in REDUCERS]

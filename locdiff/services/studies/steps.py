@@ -19,7 +19,7 @@ from locdiff.core.reduction import reduce_samples
 from locdiff.core.scores import LOG_4PI, accuracy_intervals, proper_scores, summarize_scores
 from locdiff.core.tables import StudyResult
 from locdiff.services.data import PreparedData
-from locdiff.services.evaluation import one_step_coefficients
+from locdiff.services.evaluation import one_step_coefficients, scored
 from locdiff.services.sampling import predict_locations
 from locdiff.services.studies.models import TrainedModel, describe, train_model
 from locdiff.services.studies.settings import StudyEnv, StudySettings, study_config
@@ -101,7 +101,7 @@ def locdiff_rows(result: StudyResult, table: str, model: ModelBundle, sampled: S
     first = one_step_coefficients(model, cond, samples=settings.samples, seed=settings.seed, device=env.compute.device).double()
     locs = decode(first.reshape(-1, model.dim).float()).reshape(first.shape[0], settings.samples, 2).double()
     result.add_row(table, f"↳ its one-step prediction ({settings.samples} x0 draws from noise, {reducers[0]})",
-                   accuracy_intervals(model_points(model, locs, reducers[0]), truth) | distribution_scores(first, locs, truth))
+                   scored(first, locs, model_points(model, locs, reducers[0]), truth))
 
 
 def random_row() -> dict[str, float]:
@@ -144,7 +144,7 @@ def sweep(result: StudyResult, data: PreparedData, config: RunConfig, env: Study
             result.model_runs[key(value)] = trained.run_id
         sampled = sample_items(trained.bundle, data, test, settings, env)
         point = model_points(trained.bundle, sampled.samples, trained.bundle.config.eval.reducer)
-        metrics = accuracy_intervals(point, sampled.truth) | distribution_scores(sampled.coeffs, sampled.samples, sampled.truth)
+        metrics = scored(sampled.coeffs, sampled.samples, point, sampled.truth)
         result.add_row(table, label(value), metrics | dict(extra(value, trained, sampled)))
         one = one_step_points(trained.bundle, data.cond[test], device=env.compute.device, seed=settings.seed)
         result.add_row(f"diagnostic: each model's denoiser, one step from noise ({test.numel()} items)", label(value),
