@@ -47,8 +47,14 @@ FLAG_OF = {
 
 
 def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
+    """The accuracy table, then — where any row has them — the proper scores of each row's distribution."""
     print(f"\n{title}")
     print(format_table(rows))
+    if any("nll" in m for m in rows.values()):
+        from locdiff.core.scores import format_scores_table
+
+        print("\nproper scores (mean [95 % bootstrap interval over places]; coverage raw, uncalibrated):")
+        print(format_scores_table(rows))
 
 
 def random_row() -> dict[str, float]:

@@ -335,3 +335,16 @@ def _toml(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_TOML)
     return path
+
+
+def test_train_prints_the_proper_scores_and_the_one_step_row(work, capsys, inject):
+    """The main job's held-out table: accuracy with intervals, then each distribution's NLL / energy / raw coverage,
+    the one-step prediction beside the chain (issue #10: it must be shown where accuracy is)."""
+    inject(FakeEmbedder())
+    data = write_csv(work / "sites.csv", good_rows())
+    code, out, err = run_cli(capsys, *[a for a in train_args(work, data) if a != "--no-eval"])
+    assert code == 0, err
+    table = out.split("Held-out accuracy")[1]
+    assert "proper scores" in table and "one-step x0 (test, mode)" in table
+    scores = table.split("proper scores")[1]
+    assert "| LocDiffusion (test, mode) | " in scores and "| one-step x0 (test, mode) | " in scores
