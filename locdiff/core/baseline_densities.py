@@ -126,6 +126,28 @@ def select_knn_density(
     return best
 
 
+@attrs.frozen
+class KNNMixture:
+    """Weighted kNN as a density: a gallery (unit embeddings, locations) and the :class:`KNNDensity` settings chosen on
+    validation; :meth:`components` gives each query's mixture (neighbour locations, ``softmax(sim / T)`` weights)."""
+
+    gallery: torch.Tensor  # [M, d] unit rows
+    gallery_latlon: torch.Tensor  # [M, 2]
+    density: KNNDensity
+
+    @classmethod
+    def fit(cls, train_cond: torch.Tensor, train_latlon: torch.Tensor, val_cond: torch.Tensor, val_latlon: torch.Tensor) -> "KNNMixture":
+        """The gallery is the training split; ``(k, T, b)`` minimise the validation NLL (:func:`select_knn_density`)."""
+        gallery, gallery_ll = torch.nn.functional.normalize(train_cond.float(), dim=-1), train_latlon.double()
+        sims, idx = cosine_neighbours(gallery, val_cond, max(KNN_KS))
+        return cls(gallery, gallery_ll, select_knn_density(sims, gallery_ll[idx], val_latlon))
+
+    def components(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each query's mixture: neighbour locations [N, k, 2] and weights [N, k]."""
+        sims, idx = cosine_neighbours(self.gallery, cond, self.density.k)
+        return self.gallery_latlon[idx], knn_weights(sims, self.density.temperature)
+
+
 # --------------------------------------------------------------------------- grid classification
 def _owners(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
     c = geo.to_xyz(centroids.double())

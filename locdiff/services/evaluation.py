@@ -57,6 +57,15 @@ def scored(coeffs: torch.Tensor, samples: torch.Tensor, points: torch.Tensor, tr
     return accuracy_intervals(points, truth) | summarize_scores(proper_scores(coeffs.double(), samples, truth))
 
 
+def one_step_scored(bundle: ModelBundle, cond: torch.Tensor, truth: torch.Tensor, *, samples: int, reducer: str, seed: int,
+                    device: torch.device) -> dict[str, float]:
+    """The one-step prediction (K x0 draws from noise, decoded as the same mixture) scored as :func:`scored`: the row the
+    chain must beat."""
+    first = one_step_coefficients(bundle, cond, samples=samples, seed=seed, device=device)
+    locs = decode(first.reshape(-1, bundle.dim).float()).reshape(first.shape[0], samples, 2).double()
+    return scored(first, locs, reduce_samples(locs, reducer, radius_km=2 * default_radius_km(bundle.degree)), truth)
+
+
 def evaluate(
     bundle: ModelBundle,
     data: PreparedData,
@@ -85,9 +94,8 @@ def evaluate(
     metrics = scored(coeffs, samples, points, truth) if settings.scores else summarize(points, truth)
     one_step = None
     if settings.scores and settings.one_step:
-        first = one_step_coefficients(bundle, data.cond[index], samples=settings.samples, seed=seed, device=device)
-        first_locs = decode(first.reshape(-1, bundle.dim).float()).reshape(first.shape[0], settings.samples, 2).double()
-        one_step = scored(first, first_locs, reduce_samples(first_locs, settings.reducer, radius_km=radius), truth)
+        one_step = one_step_scored(bundle, data.cond[index], truth, samples=settings.samples, reducer=settings.reducer, seed=seed,
+                                   device=device)
     if store is not None and run_id is not None:
         tag = f"{data.name}:{split}:{settings.sampler}{settings.sampler_steps}"
         store.add_evaluation(run_id, tag, metrics)

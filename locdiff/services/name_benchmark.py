@@ -32,8 +32,7 @@ import torch
 
 from locdiff.core import multimodal as mm
 from locdiff.core.anchors import equiangular
-from locdiff.core.baseline_densities import (KNN_KS, CellDensity, KNNDensity, cosine_neighbours, knn_weights, select_knn_density,
-                                             vmf_mixture_grid, vmf_mixture_log_density)
+from locdiff.core.baseline_densities import CellDensity, KNNDensity, KNNMixture, vmf_mixture_grid, vmf_mixture_log_density
 from locdiff.core.baselines import baseline_fitters
 from locdiff.core.bundle import ModelBundle
 from locdiff.core.calibration import hpd_level
@@ -151,10 +150,6 @@ def score_map(grid: DensityGrid, log_density: torch.Tensor, places: torch.Tensor
     return metrics, site_mass.tolist() + [elsewhere]
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(x.float(), dim=-1)
-
-
 def run_name_benchmark(
     bundle: ModelBundle,
     queries: Sequence[NamedPlaces],
@@ -182,13 +177,11 @@ def run_name_benchmark(
     train, val = data.splits["train"], data.splits["val"]
 
     # kNN as a vMF mixture, chosen on validation by NLL
-    gallery, gallery_ll = _unit(data.cond[train]), data.latlon[train]
-    sims, idx = cosine_neighbours(gallery, data.cond[val], max(KNN_KS))
-    knn = select_knn_density(sims, gallery_ll[idx], data.latlon[val])
+    mixture = KNNMixture.fit(data.cond[train], data.latlon[train], data.cond[val], data.latlon[val])
+    knn = mixture.density
     say(f"kNN density on validation ({val.numel()} places): k={knn.k}, T={knn.temperature:g}, "
         f"bandwidth {knn.bandwidth_km:.0f} km, NLL {knn.val_nll:.3f}")
-    q_sims, q_idx = cosine_neighbours(gallery, query_cond, knn.k)
-    q_w = knn_weights(q_sims, knn.temperature)
+    q_centres, q_w = mixture.components(query_cond)
 
     # the grid classifier: the project's baseline, its softmax spread over Voronoi cells
     fit = baseline_fitters(device=device, seed=settings.seed, steps=settings.baseline_steps, cells=settings.baseline_cells)["grid classifier"]
@@ -219,8 +212,8 @@ def run_name_benchmark(
         maps = {
             "LocDiffusion": (density_grid(coeffs[i].float(), n_lat, n_lon),
                              mixture_log_density(coeffs[i][None], places[None])[0]),
-            "kNN (vMF mixture)": (vmf_mixture_grid(gallery_ll[q_idx[i]], q_w[i], knn.bandwidth_km, n_lat=n_lat, n_lon=n_lon),
-                                  vmf_mixture_log_density(gallery_ll[q_idx[i]][None], q_w[i][None], knn.bandwidth_km, places[None])[0]),
+            "kNN (vMF mixture)": (vmf_mixture_grid(q_centres[i], q_w[i], knn.bandwidth_km, n_lat=n_lat, n_lon=n_lon),
+                                  vmf_mixture_log_density(q_centres[i][None], q_w[i][None], knn.bandwidth_km, places[None])[0]),
             "grid classifier": (cells.grid(probs[i]), cells.log_density(probs[i], places)),
             "uniform map": (uniform, torch.full((places.shape[0],), -math.log(4 * math.pi), dtype=torch.float64)),
         }

@@ -242,7 +242,7 @@ def test_cosine_neighbours_are_the_top_k_by_cosine():
 def test_grid_density_scores_by_hand():
     """Two cells (north / south hemisphere, 2π sr each), p = (0.8, 0.2): NLL −log(p/2π); the south truth lies outside the
     50 % region (the denser north holds 0.8) but inside 90 / 95 %; energy = Σ p d(c, y) − ½ Σ p p' d(c, c')."""
-    from locdiff.services.studies.baseline_scores import grid_density_scores
+    from locdiff.services.studies.baseline_scores import GridDensity
 
     class Fake:
         centroids = torch.tensor([[90.0, 0.0], [-90.0, 0.0]])
@@ -251,7 +251,7 @@ def test_grid_density_scores_by_hand():
             return torch.tensor([[0.8, 0.2]]).expand(cond.shape[0], 2)
 
     truth = torch.tensor([[90.0, 0.0], [-90.0, 0.0]], dtype=torch.float64)
-    out = grid_density_scores(Fake(), torch.zeros(2, 3), truth, chunk=1)
+    out = GridDensity.of(Fake()).scores(torch.zeros(2, 3), truth, chunk=1)
     nll = [-math.log(0.8 / (2 * math.pi)), -math.log(0.2 / (2 * math.pi))]
     assert out["nll"] == pytest.approx(sum(nll) / 2, rel=2e-3)  # Voronoi areas by quadrature
     assert (out["coverage@50"], out["coverage@90"], out["coverage@95"]) == (50.0, 100.0, 100.0)

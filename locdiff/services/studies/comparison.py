@@ -13,7 +13,7 @@ from locdiff.core.tables import StudyResult
 from locdiff.ports import DatasetSource, Embedder
 from locdiff.services.data import PreparedData, prepare
 from locdiff.services.hybrid import HybridSelection
-from locdiff.services.studies.baseline_scores import baseline_score_rows
+from locdiff.services.studies.baseline_scores import BaselineDensities
 from locdiff.services.studies.hybrid_rows import choose_hybrid, hybrid_row
 from locdiff.services.studies.models import model_for
 from locdiff.services.studies.recording import close_study, open_study, recording
@@ -48,14 +48,15 @@ def compare(source: DatasetSource, embedder: Embedder, config: RunConfig, env: S
         if selection is not None and on_hybrid is not None:
             on_hybrid(selection)
         sampled = sample_items(model, target, index, settings, env)
-        locdiff_rows(result, table, model, sampled, target.cond[index], env, settings, extra={"predict_s": sampled.seconds}, scores=True)
+        locdiff_rows(result, table, model, sampled, target.cond[index], env, settings, extra={"predict_s": sampled.seconds})
         hybrid_row(result, table, model, data, target.cond[index], sampled, env, selection)
         fitted = fit_baselines(data, settings, env)
         env.say("scoring the baselines' densities")
-        scores, note = baseline_score_rows(data, fitted, target.cond[index], target.latlon[index], seed=settings.seed)
-        baseline_rows(result, table, fitted, target.cond[index], target.latlon[index], scores)
+        densities = BaselineDensities.prepare(data, fitted)
+        baseline_rows(result, table, fitted, target.cond[index], target.latlon[index],
+                      densities.rows(target.cond[index], target.latlon[index], seed=settings.seed))
         result.add_row(table, "random guess", random_row())
-        result.notes.append(note)
+        result.notes.append(densities.note())
         result.notes.append(
             f"{settings.samples} samples per item ({settings.sampler}-{settings.sampler_steps}); kNN k=10 returns the "
             "best-weighted neighbour (softmax weights, temperature and cluster radius chosen on validation); the grid "

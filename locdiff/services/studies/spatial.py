@@ -8,7 +8,7 @@ from locdiff.config import RunConfig, apply_overrides
 from locdiff.core.tables import StudyResult
 from locdiff.ports import DatasetSource, Embedder
 from locdiff.services.data import prepare
-from locdiff.services.studies.baseline_scores import baseline_score_rows
+from locdiff.services.studies.baseline_scores import BaselineDensities
 from locdiff.services.studies.hybrid_rows import choose_hybrid, hybrid_row
 from locdiff.services.studies.models import model_for
 from locdiff.services.studies.recording import close_study, open_study, recording
@@ -36,16 +36,17 @@ def spatial_study(source: DatasetSource, embedder: Embedder, config: RunConfig, 
         test = split_items(data, "test", settings.eval_items)
         model = model_for(config, data, env, settings, "spatial", None, result)
         fitted = fit_baselines(data, settings, env)
+        densities = BaselineDensities.prepare(data, fitted)  # once: both tables score against the same fitted densities
         selection = choose_hybrid(result, model, data, env, settings)  # validation: in-distribution places only
         for split, index in (("held-out region", held), ("in-distribution test", test)):
             table = f"{split}: accuracy (%), {index.numel()} items (training excluded {region})"
             sampled = sample_items(model, data, index, settings, env)
-            locdiff_rows(result, table, model, sampled, data.cond[index], env, settings, scores=True)
+            locdiff_rows(result, table, model, sampled, data.cond[index], env, settings)
             hybrid_row(result, table, model, data, data.cond[index], sampled, env, selection)
-            scores, note = baseline_score_rows(data, fitted, data.cond[index], data.latlon[index], seed=settings.seed)
-            baseline_rows(result, table, fitted, data.cond[index], data.latlon[index], scores)
+            baseline_rows(result, table, fitted, data.cond[index], data.latlon[index],
+                          densities.rows(data.cond[index], data.latlon[index], seed=settings.seed))
             result.add_row(table, "random guess", random_row())
-        result.notes.append(note)
+        result.notes.append(densities.note())
         result.notes.append(f"Held out: {region} ({int(data.splits['holdout'].numel())} places) — absent from train, val and test.")
     return close_study(env, result)
 

@@ -19,7 +19,7 @@ from locdiff.core.reduction import reduce_samples
 from locdiff.core.scores import LOG_4PI, accuracy_intervals, proper_scores, summarize_scores
 from locdiff.core.tables import StudyResult
 from locdiff.services.data import PreparedData
-from locdiff.services.evaluation import one_step_coefficients, scored
+from locdiff.services.evaluation import one_step_scored, scored
 from locdiff.services.sampling import predict_locations
 from locdiff.services.studies.models import TrainedModel, describe, train_model
 from locdiff.services.studies.settings import StudyEnv, StudySettings, study_config
@@ -81,27 +81,18 @@ def one_step_points(bundle: ModelBundle, cond: torch.Tensor, *, device: torch.de
 
 
 def locdiff_rows(result: StudyResult, table: str, model: ModelBundle, sampled: Sampled, cond: torch.Tensor, env: StudyEnv,
-                  settings: StudySettings, reducers: Sequence[str] = ("mode", "centre"), extra: Mapping[str, float] | None = None,
-                  *, scores: bool = False) -> None:
-    """A row per reducer, and the denoiser's one-step prediction as a diagnostic row.
-
-    With ``scores`` every row also gets the proper scores of its distribution (NLL, energy score, raw 50/90/95 %
-    coverage, all with 95 % intervals, as ``eval``): the K samples' mixture for the reducer rows (one distribution,
-    so the same scores on each), and for the one-step row K draws of the x0 prediction from noise, decoded as a density."""
+                  settings: StudySettings, reducers: Sequence[str] = ("mode", "centre"), extra: Mapping[str, float] | None = None) -> None:
+    """A row per reducer and one for the one-step prediction, each with accuracy and the proper scores of its distribution
+    (NLL, energy score, raw 50/90/95 % coverage, all with 95 % intervals, as ``eval``): the K samples' mixture for the
+    reducer rows (one distribution, so the same scores on each), K x0 draws from noise for the one-step row."""
     truth = sampled.truth
-    dist = distribution_scores(sampled.coeffs, sampled.samples, truth) if scores else {}
+    dist = distribution_scores(sampled.coeffs, sampled.samples, truth)
     for reducer in reducers:
-        point = model_points(model, sampled.samples, reducer)
-        accuracy = accuracy_intervals(point, truth) if scores else summarize(point, truth)
+        accuracy = accuracy_intervals(model_points(model, sampled.samples, reducer), truth)
         result.add_row(table, f"{describe(model)}, {reducer}", accuracy | dist | dict(extra or {}))
-    if not scores:
-        one = one_step_points(model, cond, device=env.compute.device, seed=settings.seed)
-        result.add_row(table, "↳ its denoiser, one step from noise (diagnostic)", summarize(one, truth))
-        return
-    first = one_step_coefficients(model, cond, samples=settings.samples, seed=settings.seed, device=env.compute.device).double()
-    locs = decode(first.reshape(-1, model.dim).float()).reshape(first.shape[0], settings.samples, 2).double()
     result.add_row(table, f"↳ its one-step prediction ({settings.samples} x0 draws from noise, {reducers[0]})",
-                   scored(first, locs, model_points(model, locs, reducers[0]), truth))
+                   one_step_scored(model, cond, truth, samples=settings.samples, reducer=reducers[0], seed=settings.seed,
+                                   device=env.compute.device))
 
 
 def random_row() -> dict[str, float]:
@@ -123,11 +114,11 @@ def fit_baselines(data: PreparedData, settings: StudySettings, env: StudyEnv) ->
 
 
 def baseline_rows(result: StudyResult, table: str, fitted, cond: torch.Tensor, truth: torch.Tensor,
-                  scores: Mapping[str, Mapping[str, float]] | None = None) -> None:
-    """A row per fitted baseline: accuracy with 95 % intervals, fit time, and ``scores[name]`` where given."""
+                  scores: Mapping[str, Mapping[str, float]]) -> None:
+    """A row per fitted baseline: accuracy with 95 % intervals, fit time, and ``scores[name]`` for those with a density."""
     for name, (model, seconds) in fitted.items():
         row = accuracy_intervals(model.predict(cond), truth) | {"fit_s": seconds}
-        result.add_row(table, model.name, row | dict((scores or {}).get(name, {})))
+        result.add_row(table, model.name, row | dict(scores.get(name, {})))
 
 
 def sweep(result: StudyResult, data: PreparedData, config: RunConfig, env: StudyEnv, settings: StudySettings, override: str,
