@@ -177,29 +177,76 @@ def _first_peaks(peaks: dict, count: int) -> dict:
     return {**peaks, "keep": keep[:, :count], "refined": peaks["refined"][chosen], "peak": peaks["peak"][chosen]}
 
 
+def _cap_entries(xyz: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor, cells: torch.Tensor, n_lat: int, n_lon: int,
+                 radius_km: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The grid cells whose centres lie within ``radius_km`` of each point ``xyz`` [M, 3] (at ``lat``, ``lon`` [M]):
+    (point, cell, cosine) of every such pair — the pairs that testing every cell finds, at a window's cost.
+
+    A cap spans its radius ρ in latitude and ``2 asin(sin(ρ/2) / cos φ_max)`` in longitude (φ_max: its most poleward
+    latitude), so only the cells of that window (plus one cell of margin) are tested, points grouped by window width;
+    caps that reach round the pole test whole rows."""
+    rho = radius_km / geo.EARTH_RADIUS_KM
+    d_lat, d_lon = 180.0 / n_lat, 360.0 / n_lon
+    reach = math.ceil(math.degrees(rho) / d_lat + 0.5) + 1
+    rows = ((90.0 - lat) / d_lat).floor().long()[:, None] + torch.arange(-reach, reach + 1, device=xyz.device)  # [M, R]
+    ok_rows = (rows >= 0) & (rows < n_lat)
+    pole = torch.deg2rad((lat.abs() + math.degrees(rho) + d_lat).clamp(max=90.0))
+    half = torch.asin((math.sin(rho / 2) / torch.cos(pole).clamp_min(1e-12)).clamp(max=1.0)) * 2  # radians of longitude
+    cols_reach = (torch.rad2deg(half) / d_lon + 0.5).ceil().long() + 1
+    cols_reach = cols_reach.clamp(max=n_lon // 2 + 1)  # ≥ half the ring: the whole row
+    col0 = ((lon + 180.0) / d_lon).floor().long()
+    found = []
+    for w in torch.unique(cols_reach).tolist():  # points grouped by window width
+        m = (cols_reach == w).nonzero()[:, 0]
+        if 2 * w + 1 < n_lon:
+            cols = torch.remainder(col0[m, None] + torch.arange(-w, w + 1, device=xyz.device), n_lon)  # [m, C]
+        else:
+            cols = torch.arange(n_lon, device=xyz.device).expand(len(m), n_lon)
+        idx = (rows[m].clamp(0, n_lat - 1)[:, :, None] * n_lon + cols[:, None, :]).reshape(len(m), -1)
+        ok = ok_rows[m][:, :, None].expand(-1, -1, cols.shape[1]).reshape(len(m), -1)
+        cos = (cells[idx] * xyz[m, None, :]).sum(-1)
+        inside = (cos >= math.cos(rho)) & ok
+        found.append((m[:, None].expand_as(idx)[inside], idx[inside], cos[inside]))
+    if not found:
+        empty = torch.zeros(0, dtype=torch.long, device=xyz.device)
+        return empty, empty, xyz.new_zeros(0)
+    point, cell, cos = (torch.cat(parts) for parts in zip(*found))
+    return point, cell, cos
+
+
 def _modes(peaks: dict, grids: list[DensityGrid], *, top: int, radius_km: float) -> list[tuple[Mode, ...]]:
     """Per input: its samples' refined peaks ranked by mixture mass within the radius, merged, masses partitioned."""
     b, k, keep, refined, peak = peaks["b"], peaks["k"], peaks["keep"], peaks["refined"], peaks["peak"]
     c = keep.shape[1]
     device = keep.device
+    if not grids:
+        return []
     owner_input = torch.arange(b, device=device).repeat_interleave(k * c)[keep.reshape(-1)]
     cos_r = math.cos(radius_km / geo.EARTH_RADIUS_KM)
-    cells = geo.to_xyz(torch.stack(torch.meshgrid(grids[0].lat, grids[0].lon, indexing="ij"), -1).reshape(-1, 2)) if grids else None
+    n_lat, n_lon = grids[0].lat.shape[0], grids[0].lon.shape[0]
+    cells = geo.to_xyz(torch.stack(torch.meshgrid(grids[0].lat, grids[0].lon, indexing="ij"), -1).reshape(-1, 2))
+    xyz_all = geo.to_xyz(refined.to(cells.dtype))
+    point, cell, cos = _cap_entries(xyz_all, *refined.to(cells.dtype).unbind(1), cells, n_lat, n_lon, radius_km)
+    masses = torch.stack([g.mass.reshape(-1) for g in grids])  # [B, cells]
+    rough_all = torch.zeros(len(refined), dtype=masses.dtype, device=device).index_add_(
+        0, point, masses[owner_input[point], cell])  # each peak's mixture mass within the radius
     out = []
-    for i, grid in enumerate(grids):
+    for i in range(len(grids)):
         mine = (owner_input == i).nonzero()[:, 0]
-        cell_mass = grid.mass.reshape(-1)
-        xyz = geo.to_xyz(refined[mine].to(cells.dtype))
-        rough = ((xyz @ cells.T) >= cos_r).to(cell_mass.dtype) @ cell_mass  # mixture mass within the radius
+        xyz, rough = xyz_all[mine], rough_all[mine]
         near = ((xyz @ xyz.T) > cos_r).tolist()
         kept: list[int] = []
         for j in torch.argsort(rough, descending=True, stable=True).tolist():
             if not any(near[j][q] for q in kept):
                 kept.append(j)
-        cos_kept = xyz[kept] @ cells.T  # [n_kept, cells]
-        best, owner = cos_kept.max(0)
-        inside = best >= cos_r
-        mass = torch.zeros(len(kept), dtype=cell_mass.dtype).index_add_(0, owner[inside], cell_mass[inside])
+        # each cell within the radius of a kept mode goes to the nearest one (ties: the better-ranked)
+        mode, cell_k, cos_k = _cap_entries(xyz[kept], *refined[mine[kept]].to(cells.dtype).unbind(1), cells, n_lat, n_lon,
+                                           radius_km)
+        best = torch.full((cells.shape[0],), -2.0, dtype=cos_k.dtype, device=device).scatter_reduce_(0, cell_k, cos_k, "amax")
+        win = cos_k == best[cell_k]
+        first = torch.full((cells.shape[0],), len(kept), device=device).scatter_reduce_(0, cell_k[win], mode[win], "amin")
+        take = win & (mode == first[cell_k])
+        mass = torch.zeros(len(kept), dtype=masses.dtype, device=device).index_add_(0, mode[take], masses[i, cell_k[take]])
         order = torch.argsort(mass, descending=True, stable=True).tolist()[:top]
         out.append(tuple(
             Mode(lat=float(refined[mine[kept[o]], 0]), lon=float(refined[mine[kept[o]], 1]), mass=float(mass[o]),

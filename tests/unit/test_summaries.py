@@ -7,11 +7,14 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from locdiff.core import geo
 from locdiff.core.decoding import default_radius_km, density_grid
 from locdiff.core.shdd import encode
-from locdiff.core.summaries import batch_modes, density_at, mixture_grids, sub_cells
+from locdiff.core.anchors import equiangular
+from locdiff.core.summaries import _cap_entries, batch_modes, density_at, mixture_grids, sub_cells
 
 
 def _coefficients(b: int, k: int, degree: int = 7, seed: int = 0) -> torch.Tensor:
@@ -155,3 +158,20 @@ def test_grid_logits_into_a_given_tensor_and_grid_argmax_match_the_plain_forms(o
     flat = torch.zeros(2, e.shape[1])
     flat[:, 0] = 1.0  # a constant field: every cell ties, the first cell wins
     assert grid_argmax(flat, 16)[0].tolist() == [lat[0].item(), lon[0].item()]
+
+
+@settings(max_examples=40, deadline=None)
+@given(points=st.lists(st.tuples(st.floats(-90, 90), st.floats(-180, 180)), min_size=1, max_size=12),
+       radius=st.sampled_from([20.0, 300.0, 900.0, 2500.0]), size=st.sampled_from([(18, 36), (45, 90), (90, 180)]))
+def test_the_cap_window_finds_every_cell_a_test_of_all_cells_finds(points, radius, size):
+    """The windowed cap search (latitude rows, longitude window, whole rows round a pole) loses and adds no pair."""
+    n_lat, n_lon = size
+    lat, lon, _ = equiangular(n_lat, n_lon)
+    cells = geo.to_xyz(torch.stack(torch.meshgrid(lat, lon, indexing="ij"), -1).reshape(-1, 2))
+    latlon = torch.tensor(points, dtype=torch.float64)
+    xyz = geo.to_xyz(latlon)
+    point, cell, cos = _cap_entries(xyz, latlon[:, 0], latlon[:, 1], cells, n_lat, n_lon, radius)
+    every = (cells[None] * xyz[:, None]).sum(-1)  # the same products, every cell
+    want = (every >= math.cos(radius / geo.EARTH_RADIUS_KM)).nonzero()
+    assert sorted(zip(point.tolist(), cell.tolist())) == sorted(map(tuple, want.tolist()))
+    assert torch.equal(cos, every[point, cell])
