@@ -69,7 +69,12 @@ def _grid_candidates(f: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor, coun
     """Top ``count`` local maxima of each grid ``f`` [B, n_lat, n_lon] as (lat, lon) [B, count, 2] and logits."""
     padded = torch.cat((f[..., -1:], f, f[..., :1]), -1)  # lon wraps
     padded = torch.nn.functional.pad(padded, (0, 0, 1, 1), value=-torch.inf)
-    pooled = torch.nn.functional.max_pool2d(padded[:, None], 3, stride=1)[:, 0]
+    n, m = f.shape[-2:]
+    pooled = padded[:, :n, :m].clone()  # the 3×3 neighbourhood's maximum (a max-pool; shifted maxima are faster on CPU)
+    for a in range(3):
+        for b in range(3):
+            if a or b:
+                torch.maximum(pooled, padded[:, a : a + n, b : b + m], out=pooled)
     peaks = torch.where(f >= pooled, f, torch.full_like(f, -torch.inf))
     count = min(count, f.shape[-1] * f.shape[-2])
     val, idx = torch.topk(peaks.flatten(1), count, dim=1)
@@ -88,14 +93,24 @@ def _tangent_basis(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return u, torch.cross(p, u, dim=-1)
 
 
-_STENCIL = torch.tensor([[a, b] for a in (-1, 0, 1) for b in (-1, 0, 1)], dtype=torch.float64)
+@torch.no_grad()
+def _logits_at(pts: torch.Tensor, e: torch.Tensor, degree: int) -> torch.Tensor:
+    """``f_e`` of row m's own code at its points: ``pts`` [M, P, 2] degrees, ``e`` [M, (L+1)²] float64 → [M, P]."""
+    m, n = pts.shape[:2]
+    y = real_sh(pts.reshape(-1, 2), degree, validate=False).reshape(m, n, -1)
+    return torch.einsum("mkd,md->mk", y, e)
+
+
+# tangent-plane offsets (a, b): centre, ±a, ±b and (1, 1) — six values fit the quadratic model exactly
+_STENCIL = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1], [1, 1]], dtype=torch.float64)
 
 
 def refine_modes(e: torch.Tensor, start: torch.Tensor, *, steps: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     """Newton ascent of ``f_e`` on the sphere from ``start`` [M, 2], for vectors ``e`` [M, D].
 
-    Each step fits value, gradient and Hessian from a 3×3 tangent-plane stencil (float64 exact
-    harmonics) and moves to the quadratic model's maximum; the stencil shrinks as it converges.
+    Each step fits value, gradient and Hessian from a six-point tangent-plane stencil (central
+    differences along each axis, one diagonal point for the cross term; float64 exact harmonics)
+    and moves to the quadratic model's maximum; the stencil shrinks as it converges.
     Returns refined (lat, lon) [M, 2] and the peak logit [M].
     """
     degree = check_coeffs(e)
@@ -109,15 +124,12 @@ def refine_modes(e: torch.Tensor, start: torch.Tensor, *, steps: int = 5) -> tup
         h = spacing * scales[min(k, len(scales) - 1)]
         u, v = _tangent_basis(p)
         off = stencil[None, :, :1] * u[:, None, :] + stencil[None, :, 1:] * v[:, None, :]
-        pts = geo.to_latlon(p[:, None, :] + h * off)  # [M, 9, 2]
-        with torch.no_grad():
-            y = real_sh(pts.reshape(-1, 2), degree, validate=False).reshape(p.shape[0], 9, -1)
-        f = torch.einsum("mkd,md->mk", y, e64).reshape(-1, 3, 3)  # [a+1, b+1]
-        f0 = f[:, 1, 1]
-        g = torch.stack(((f[:, 2, 1] - f[:, 0, 1]) / (2 * h), (f[:, 1, 2] - f[:, 1, 0]) / (2 * h)), -1)
-        hxx = (f[:, 2, 1] - 2 * f0 + f[:, 0, 1]) / h**2
-        hyy = (f[:, 1, 2] - 2 * f0 + f[:, 1, 0]) / h**2
-        hxy = (f[:, 2, 2] - f[:, 2, 0] - f[:, 0, 2] + f[:, 0, 0]) / (4 * h**2)
+        pts = geo.to_latlon(p[:, None, :] + h * off)  # [M, 6, 2]
+        f0, fa, fa_, fb, fb_, fab = _logits_at(pts, e64, degree).unbind(1)
+        g = torch.stack(((fa - fa_) / (2 * h), (fb - fb_) / (2 * h)), -1)
+        hxx = (fa - 2 * f0 + fa_) / h**2
+        hyy = (fb - 2 * f0 + fb_) / h**2
+        hxy = (fab - fa - fb + f0) / h**2
         det = hxx * hyy - hxy**2
         concave = (hxx < 0) & (det > 0)
         safe_det = torch.where(concave, det, torch.ones_like(det))
@@ -152,9 +164,7 @@ def window_log_mass(e: torch.Tensor, centres: torch.Tensor, radius_km: float) ->
     p = geo.to_xyz(centres.double())
     u, v = _tangent_basis(p)
     pts = geo.to_latlon(p[:, None, :] + math.tan(rho) * (off[None, :, :1] * u[:, None, :] + off[None, :, 1:] * v[:, None, :]))
-    with torch.no_grad():
-        y = real_sh(pts.reshape(-1, 2), degree, validate=False).reshape(p.shape[0], off.shape[0], -1)
-    f = torch.einsum("mkd,md->mk", y, e.double())
+    f = _logits_at(pts, e.double(), degree)
     return torch.logsumexp(f + torch.log(w), dim=-1) + math.log(float(geo.cap_area_km2(radius_km)))
 
 

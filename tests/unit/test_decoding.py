@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import locdiff
 from locdiff.core import anchors, geo
-from locdiff.core.decoding import anchor_decode, default_radius_km, credible_thresholds, density_grid, find_modes, grid_logits
+from locdiff.core.decoding import _logits_at, anchor_decode, credible_thresholds, default_radius_km, density_grid, find_modes, grid_logits
 from locdiff.core.harmonics import real_sh
 
 SPECIAL = torch.tensor([[90.0, 0.0], [-90.0, 0.0], [0.0, 180.0], [-0.5, -179.9], [89.99, 45.0], [37.77, -122.42]])
@@ -166,3 +166,13 @@ def test_pruning_weak_grid_peaks_never_changes_the_decoded_mode(monkeypatch):
     monkeypatch.setattr(decoding, "_PRUNE", math.inf)
     for x, p in zip(cases, pruned):
         assert float(geo.great_circle_km(decoding.decode(x).double(), p.double()).max()) < 1e-6
+
+
+def test_logits_at_points_equal_the_full_harmonic_product():
+    """``_logits_at``: each row's code against the harmonics at its own points, Y(points) · e."""
+    g = torch.Generator().manual_seed(3)
+    e = torch.randn(5, 64, generator=g, dtype=torch.float64)
+    pts = torch.stack([torch.rand(5, 9, generator=g) * 180 - 90, torch.rand(5, 9, generator=g) * 360 - 180], -1).double()
+    want = torch.einsum("mkd,md->mk", real_sh(pts, 7), e)
+    assert torch.allclose(_logits_at(pts, e, 7), want, rtol=1e-12, atol=1e-12)
+    assert torch.equal(_logits_at(pts[2:3], e[2:3], 7), _logits_at(pts, e, 7)[2:3])  # a row's value does not depend on the others
