@@ -197,16 +197,16 @@ def build_prediction_service(checkpoint: Path | None, *, device: str = "auto", h
 
 
 def build_batch_predictor(checkpoint: Path | None, *, device: str = "auto", workdir: str = "runs", places: bool = True,
-                          chunk: int = 64, image_workers: int = 0):
-    """A ``BatchPredictor`` (many inputs per model call) for a checkpoint; place names from the offline geocoder;
-    photos decoded by ``image_workers`` DataLoader processes (a CLIP model)."""
+                          chunk: int = 64, image_workers: int = 0, workers: int = 2):
+    """A ``BatchPredictor`` (many inputs per model call, ``workers`` summary threads) for a checkpoint; place names
+    from the offline geocoder; photos decoded by ``image_workers`` DataLoader processes (a CLIP model)."""
     from adapters.image_loader import decode_in_workers
     from locdiff.services.batch_prediction import BatchPredictor
 
     service = build_prediction_service(checkpoint, device=device, workdir=workdir)
     service.embedder.progress = False  # the batch's own bar counts the items
     decode_in_workers(service.embedder, image_workers)
-    return BatchPredictor(service, geocoder() if places else None, chunk=chunk)
+    return BatchPredictor(service, geocoder() if places else None, chunk=chunk, workers=workers)
 
 
 def geocoder():

@@ -25,6 +25,8 @@ def add_flags(p) -> None:
     p.add_argument("--chunk", type=flags.count, default=64, help="batch mode: inputs per model call (default 64)")
     p.add_argument("--no-places", action="store_true", help="batch mode: no place names (skips loading the geocoder)")
     p.add_argument("--workers", type=int, default=2, help="batch mode: processes decoding photos (CLIP models; 0: none)")
+    p.add_argument("--summary-threads", type=flags.count, default=2,
+                   help="batch mode: threads summarising chunks (maps, modes) while the next chunk is sampled (default 2)")
 
 
 def wanted(args) -> bool:
@@ -46,7 +48,7 @@ def cmd_batch(args) -> int:
         raise ValueError("--hybrid is not available in batch mode; predict single photos with --hybrid")
     inputs = batch_inputs(args.images[0], sys.stdin)
     predictor = build_batch_predictor(Path(args.run), device=args.device, workdir=args.workdir, places=not args.no_places,
-                                      chunk=args.chunk, image_workers=max(0, args.workers))
+                                      chunk=args.chunk, image_workers=max(0, args.workers), workers=args.summary_threads)
     flags.run_sampling(args, predictor.service.bundle.config.eval)
     sampling = SamplingSettings(sampler=args.sampler, steps=args.sampler_steps, projection=args.projection, samples=args.samples,
                                 reducer=args.reducer, seed=args.seed)

@@ -5,13 +5,18 @@ Batched end to end: each chunk of inputs is embedded in one embedder call, sampl
 :mod:`locdiff.core.summaries`. Every input is seeded from a hash of its content (:func:`input_seed`: a text, a photo's
 bytes), and every step computes each row by the same operations whatever else the chunk holds, so an input's answer
 does not depend on the batch (tests check batched == one at a time, bit for bit). Bad inputs become rows with an
-``error``; they never stop the batch. Rows go to a :class:`~locdiff.ports.PredictionSink` chunk by chunk (flushed to
-disk); a rerun skips the inputs the sink already holds.
+``error``; they never stop the batch. While a chunk is embedded and sampled, worker threads summarise the chunks before
+it (:meth:`BatchPredictor._pipelined`: the same operations, so the same answers, on both cores). Rows go to a
+:class:`~locdiff.ports.PredictionSink` chunk by chunk, in input order (flushed to disk); a rerun skips the inputs the
+sink already holds.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,19 @@ from locdiff.services.progress import NullProgress
 from locdiff.services.sampling import input_seed, per_input_noise, sample_coefficients
 
 
+@attrs.define
+class _Staged:
+    """A chunk between its two halves: embedded and sampled (``e`` [B, K, D], None for calibrated maps), not summarised."""
+
+    items: list[BatchInput]
+    results: list
+    where: list[int]
+    keys: list[bytes]
+    cond: torch.Tensor
+    e: torch.Tensor | None
+    settings: PredictSettings
+
+
 @attrs.frozen
 class BatchReport:
     """What a batch run did: rows written now, inputs skipped (already in the output), rows with an error."""
@@ -41,10 +59,10 @@ class BatchReport:
 class BatchPredictor:
     """Batched prediction with one trained model (the model, embedder and device of a :class:`PredictionService`)."""
 
-    def __init__(self, service: PredictionService, geocoder: Geocoder | None = None, chunk: int = 64):
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
-        self.service, self.geocoder, self.chunk = service, geocoder, chunk
+    def __init__(self, service: PredictionService, geocoder: Geocoder | None = None, chunk: int = 64, workers: int = 2):
+        if chunk < 1 or workers < 1:
+            raise ValueError(f"chunk and workers must be >= 1, got {chunk} and {workers}")
+        self.service, self.geocoder, self.chunk, self.workers = service, geocoder, chunk, workers
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -53,16 +71,54 @@ class BatchPredictor:
     # ------------------------------------------------------------------ predictions as values (the Python API)
     def predict(self, inputs: Sequence[BatchInput], settings: PredictSettings) -> list[Prediction | ItemFailure]:
         """One :class:`Prediction` (or :class:`ItemFailure`) per input, in order, ``self.chunk`` inputs per model call."""
-        out: list[Prediction | ItemFailure] = []
-        for start in range(0, len(inputs), self.chunk):
-            out.extend(self._predict_chunk(list(inputs[start : start + self.chunk]), settings))
-        return out
+        chunks = (list(inputs[start : start + self.chunk]) for start in range(0, len(inputs), self.chunk))
+        return [r for _, results in self._pipelined(chunks, settings) for r in results]
 
     def _predict_chunk(self, items: list[BatchInput], settings: PredictSettings) -> list[Prediction | ItemFailure]:
+        return self._summarise(self._stage(items, settings))
+
+    def _pipelined(self, chunks: Iterable[list[BatchInput]], settings: PredictSettings
+                   ) -> Iterator[tuple[list[BatchInput], list[Prediction | ItemFailure]]]:
+        """Each chunk with its results, in order. Chunks are embedded and sampled on this thread while the ``workers``
+        threads summarise the chunks before them (the summaries are most of a chunk's work on a CPU); every operation
+        is the one :meth:`_predict_chunk` runs, so the answers are the same. Stopped early, chunks not yet delivered
+        are dropped (never half delivered) and the workers are stopped."""
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="locdiff-summaries")
+        pending: deque[tuple[list[BatchInput], Future]] = deque()
+        try:
+            for items in chunks:
+                staged = self._stage(items, settings)
+                while len(pending) >= self.workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+                pending.append((items, pool.submit(self._summarise, staged)))
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _stage(self, items: list[BatchInput], settings: PredictSettings) -> _Staged:
+        """Embed the chunk and draw its K SHDD samples per usable input (the network's part of the work)."""
         results: list[Prediction | ItemFailure | None] = [None] * len(items)
         cond, keys, where = self._embed(items, results)
+        staged = _Staged(items, results, where, keys, cond, None, settings)
+        if where and self.service.calibrator is None:
+            staged.e = self._sample(cond, keys, settings)
+        return staged
+
+    def _summarise(self, staged: _Staged) -> list[Prediction | ItemFailure]:
+        """Decode and summarise a staged chunk (:func:`~locdiff.core.summaries.predictions`); failures kept in place."""
+        items, results, where, settings = staged.items, staged.results, staged.where, staged.settings
         if where:
-            for pos, pred in zip(where, self._sample_and_summarise(cond, [items[p] for p in where], keys, settings)):
+            usable = [items[p] for p in where]
+            if staged.e is None:  # calibrated maps: the single-input path, one input at a time
+                preds = [self.service._predict(staged.cond[i : i + 1], usable[i].value, settings, key=staged.keys[i])
+                         for i in range(len(usable))]
+            else:
+                preds = predictions(staged.e, [it.value for it in usable], reducer=settings.reducer, grid_lat=settings.grid_lat,
+                                    grid_lon=settings.grid_lon, top_modes=settings.top_modes)
+            for pos, pred in zip(where, preds):
                 results[pos] = pred
         return [r if r is not None else ItemFailure(items[i].value, "no result") for i, r in enumerate(results)]
 
@@ -96,18 +152,13 @@ class BatchPredictor:
         return cond, keys, where
 
     @torch.no_grad()
-    def _sample_and_summarise(self, cond: torch.Tensor, items: list[BatchInput], keys: list[bytes],
-                              settings: PredictSettings) -> list[Prediction]:
-        service, bundle = self.service, self.service.bundle
-        if service.calibrator is not None:  # calibrated maps: the single-input path, one input at a time
-            return [service._predict(cond[i : i + 1], items[i].value, settings, key=keys[i]) for i in range(len(items))]
+    def _sample(self, cond: torch.Tensor, keys: list[bytes], settings: PredictSettings) -> torch.Tensor:
+        """``[B, K, D]`` samples, each input's noise seeded from a hash of its content (:func:`input_seed`)."""
+        service = self.service
         seed = settings.seed if settings.seed is not None else int(torch.randint(0, 2**62, ()).item())
-        k = settings.samples
-        noise = per_input_noise([input_seed(key, seed) for key in keys], k)
-        e = sample_coefficients(bundle, cond.to(service.device), samples=k, sampler=settings.sampler, steps=settings.steps,
-                                projection=settings.projection, noise=noise).float().cpu()
-        return predictions(e, [it.value for it in items], reducer=settings.reducer, grid_lat=settings.grid_lat,
-                           grid_lon=settings.grid_lon, top_modes=settings.top_modes)
+        noise = per_input_noise([input_seed(key, seed) for key in keys], settings.samples)
+        return sample_coefficients(service.bundle, cond.to(service.device), samples=settings.samples, sampler=settings.sampler,
+                                   steps=settings.steps, projection=settings.projection, noise=noise).float().cpu()
 
     # ------------------------------------------------------------------ the batch command: rows to a sink
     def run(self, inputs: Iterable[BatchInput], sink: PredictionSink, settings: PredictSettings, *, total: int | None = None,
@@ -115,31 +166,37 @@ class BatchPredictor:
             run_id: int | None = None, source: str = "") -> BatchReport:
         """Predict every input not yet in ``sink`` and append its row; one ``sink.write`` (and store write) per chunk."""
         done = sink.done()
-        written = skipped = failed = 0
+        written = failed = 0
+        counts = {"skipped": 0}
         bar = (progress or NullProgress)(total=total, desc="predict", initial=0)
         try:
-            for chunk in _chunks(inputs, self.chunk):
-                todo = []
-                for item in chunk:
-                    if item.index in done:
-                        _check_same_input(done[item.index], item)
-                        skipped += 1
-                    else:
-                        todo.append(item)
-                bar.update(len(chunk) - len(todo))
-                if not todo:
-                    continue
-                rows = [self._row(item, r, save_samples) for item, r in zip(todo, self._predict_chunk(todo, settings))]
-                sink.write(rows)
-                if store is not None:
-                    store.add_predictions(run_id, [_store_row(r, source) for r in rows if r["error"] is None])
-                written += len(rows)
-                failed += sum(r["error"] is not None for r in rows)
-                bar.update(len(todo))
+            with closing(self._pipelined(self._todo(inputs, done, bar, counts), settings)) as stream:
+                for items, results in stream:
+                    rows = [self._row(item, r, save_samples) for item, r in zip(items, results)]
+                    sink.write(rows)
+                    if store is not None:
+                        store.add_predictions(run_id, [_store_row(r, source) for r in rows if r["error"] is None])
+                    written += len(rows)
+                    failed += sum(r["error"] is not None for r in rows)
+                    bar.update(len(items))
         finally:
             bar.close()
         sink.close()
-        return BatchReport(written, skipped, failed)
+        return BatchReport(written, counts["skipped"], failed)
+
+    def _todo(self, inputs: Iterable[BatchInput], done: dict[int, str], bar, counts: dict[str, int]) -> Iterator[list[BatchInput]]:
+        """Chunks of the inputs not yet in the output (a written row must be for the same input); skips counted."""
+        for chunk in _chunks(inputs, self.chunk):
+            todo = []
+            for item in chunk:
+                if item.index in done:
+                    _check_same_input(done[item.index], item)
+                    counts["skipped"] += 1
+                else:
+                    todo.append(item)
+            bar.update(len(chunk) - len(todo))
+            if todo:
+                yield todo
 
     def _row(self, item: BatchInput, result: Prediction | ItemFailure, save_samples: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"index": item.index, "input": item.value, "kind": item.kind, "lat": None, "lon": None,

@@ -10,6 +10,7 @@ differently for 28 rows than for 4: ~1e-5 degrees, a metre); with the default mo
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,36 @@ def test_samples_are_written_when_asked_and_images_are_seeded_by_their_bytes(tmp
     r0, r1 = sink.rows
     assert len(r0["samples"]) == SETTINGS.samples and r0["samples"] == r1["samples"]  # a renamed copy: the same answer
     assert isinstance(ListSink(), PredictionSink)
+
+
+def test_the_pipeline_summarises_on_its_worker_and_equals_chunk_by_chunk(one_thread, monkeypatch):
+    """Summaries run on the worker thread while the next chunk is sampled; the answers equal the plain sequence."""
+    items = texts(7)
+    p = predictor(chunk=3)
+    plain = [r for start in range(0, 7, 3) for r in p._predict_chunk(items[start : start + 3], SETTINGS)]
+    threads, summarise = [], BatchPredictor._summarise
+
+    def spy(self, staged):
+        threads.append(threading.current_thread().name)
+        return summarise(self, staged)
+
+    monkeypatch.setattr(BatchPredictor, "_summarise", spy)
+    piped = p.predict(items, SETTINGS)
+    assert len(threads) == 3 and all(name.startswith("locdiff-summaries") for name in threads)
+    for a, b in zip(plain, piped):
+        assert torch.equal(a.samples, b.samples) and a.point == b.point and a.modes == b.modes
+        assert torch.equal(a.grid.mass, b.grid.mass)
+
+
+def test_a_failing_write_stops_the_batch_and_its_worker(one_thread):
+    class Broken(ListSink):
+        def write(self, rows):
+            if self.chunks:
+                raise OSError("disk full")
+            super().write(rows)
+
+    sink = Broken()
+    with pytest.raises(OSError, match="disk full"):
+        predictor(chunk=2).run(texts(7), sink, SETTINGS)
+    assert sink.chunks == [2] and len(sink.rows) == 2  # the rows before the failure, whole
+    assert not any(t.name.startswith("locdiff-summaries") for t in threading.enumerate())
