@@ -1,9 +1,9 @@
 """Batch prediction throughput (issue #15): items/s batched vs one at a time in the same run, and peak memory.
 
 * texts: ``--texts`` queries through :class:`BatchPredictor` in chunks of ``--chunk`` (embedding, sampling, decoding and
-  summaries batched) vs the same pipeline one input per call (``chunk=1``) and vs the single-input
+  summaries batched; ``--workers`` threads summarise while the next chunk is sampled) vs the same pipeline one input per call (``chunk=1``) and vs the single-input
   ``PredictionService.predict_text`` loop that ``predict --text`` runs (the app's path; the same 90×180 map), on ``--one-at-a-time`` of the
-  queries. Each mode starts from an empty embedding cache (embedding cost included; the model loaded before timing).
+  queries, with ``--threads`` torch threads and again with one per core (its best on this CPU; not bit-identical). Each mode starts from an empty embedding cache (embedding cost included; the model loaded before timing).
   Identical answers: the batched rows of those queries, recomputed from the one-at-a-time run's cached embeddings,
   are compared with the one-at-a-time rows field by field (bit for bit).
 * images: ``--images`` generated 256×256 PNGs through a random model over the tiny local CLIP (tests/support: no
@@ -68,10 +68,13 @@ class Rows:
         pass
 
 
+WORKERS = 2
+
+
 def predictor(run: Path, workdir: Path, chunk: int):
     from locdiff.container import build_batch_predictor
 
-    return build_batch_predictor(run, device="cpu", workdir=str(workdir), places=False, chunk=chunk)
+    return build_batch_predictor(run, device="cpu", workdir=str(workdir), places=False, chunk=chunk, workers=WORKERS)
 
 
 def timed_run(pred, items, s) -> tuple[float, list[dict]]:
@@ -103,6 +106,16 @@ def bench_texts(run: Path, tmp: Path, n: int, n_one: int, chunk: int, s) -> dict
     start = time.perf_counter()
     answers = [legacy.predict_text(t, s) for t in texts[:n_one]]
     out["legacy_s"] = time.perf_counter() - start
+    # the same loop given both cores (torch's threads inside each call): the one-at-a-time path's best on this CPU
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    both = build_prediction_service(run, device="cpu", workdir=str(tmp / "legacy-all-cores"))
+    both.predict_text("warm-up query", s)
+    start = time.perf_counter()
+    for t in texts[:n_one]:
+        both.predict_text(t, s)
+    out["legacy_all_cores_s"] = time.perf_counter() - start
+    torch.set_num_threads(threads)
     # the same texts batched on that loop's cached embeddings: the app's answers must equal the batch's, bit for bit
     again = predictor(run, tmp / "legacy", chunk).predict(text_inputs(texts[:n_one]), s)
     out["identical_predict_text"] = sum(
@@ -157,6 +170,7 @@ def main() -> None:
     p.add_argument("--one-at-a-time", type=int, default=200, help="how many of the queries the one-at-a-time modes time")
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--chunk", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="summary threads of the batched path (default %(default)s)")
     p.add_argument("--memory", default="1000,10000", help="text counts for the peak-memory children ('' to skip)")
     p.add_argument("--memory-samples", type=int, default=4)
     p.add_argument("--memory-steps", type=int, default=5)
@@ -166,21 +180,27 @@ def main() -> None:
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     s = settings(args.sampler, args.steps, args.projection)
+    global WORKERS
+    WORKERS = args.workers
     torch.set_num_threads(args.threads)
     os.environ.pop("LOCDIFF_CACHE", None)  # each mode embeds from scratch in its own cache
     run = Path(args.run)
     if args.child:
         memory_child(run, args.child, args.chunk, settings(args.sampler, args.memory_steps, args.projection, args.memory_samples))
         return
-    print(f"bench_predict: {status()} chunk={args.chunk} K=16 {args.sampler}-{args.steps} projection={args.projection} grid 90x180", flush=True)
+    print(f"bench_predict: {status()} chunk={args.chunk} workers={args.workers} K=16 {args.sampler}-{args.steps} projection={args.projection} grid 90x180", flush=True)
     with tempfile.TemporaryDirectory() as d:
         if args.texts:
             t = bench_texts(run, Path(d), args.texts, args.one_at_a_time, args.chunk, s)
             b, one, leg = t["n"] / t["batched_s"], t["n_one"] / t["single_s"], t["n_one"] / t["legacy_s"]
+            leg_all = t["n_one"] / t["legacy_all_cores_s"]
             print(f"texts  batched     {t['n']:5d} items {t['batched_s']:7.1f} s  {b:6.2f} items/s")
             print(f"texts  one-at-a-time {t['n_one']:3d} items {t['single_s']:7.1f} s  {one:6.2f} items/s  (same pipeline, chunk 1)")
             print(f"texts  predict_text  {t['n_one']:3d} items {t['legacy_s']:7.1f} s  {leg:6.2f} items/s  (single-input service)")
-            print(f"texts  ratio batched / one-at-a-time = {b / one:.2f}x; batched / predict_text = {b / leg:.2f}x")
+            print(f"texts  predict_text  {t['n_one']:3d} items {t['legacy_all_cores_s']:7.1f} s  {leg_all:6.2f} items/s  "
+                  f"(single-input service, {os.cpu_count()} torch threads)")
+            print(f"texts  ratio batched / one-at-a-time = {b / one:.2f}x; batched / predict_text = {b / leg:.2f}x; "
+                  f"batched / the faster predict_text = {b / max(leg, leg_all):.2f}x")
             print(f"texts  identical rows (batched on the same embeddings vs one at a time): {t['identical_rows']} / {t['n_one']}; "
                   f"max point difference with freshly batched embeddings {t['max_point_diff_deg_fresh_embeddings']:.2e} deg; "
                   f"predict_text answers equal to the batch's (samples, point, modes, map): {t['identical_predict_text']} / {t['n_one']}",
@@ -192,6 +212,7 @@ def main() -> None:
                   f"(tiny CLIP, 256x256 PNGs, {im['errors']} errors)", flush=True)
     for n in [int(x) for x in args.memory.split(",") if x.strip()]:
         cmd = [sys.executable, __file__, "--run", str(run), "--threads", str(args.threads), "--chunk", str(args.chunk), "--child", str(n),
+               "--workers", str(args.workers),
                "--sampler", args.sampler, "--projection", args.projection,
                "--memory-samples", str(args.memory_samples), "--memory-steps", str(args.memory_steps)]
         res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
