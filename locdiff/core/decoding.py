@@ -214,37 +214,15 @@ def find_modes(
     (default :func:`default_radius_km`) that is nearer to it than to any other mode, so masses
     never overlap and sum to at most 1; modes closer than the radius to a better one are merged.
     """
+    from locdiff.core.summaries import batch_modes  # the one mode search (summaries builds on this module)
+
     e2 = e.reshape(-1, e.shape[-1])
     degree = check_coeffs(e2)
     radius_km = default_radius_km(degree) if radius_km is None else radius_km
     if grid is None:
         size = n_lat or _coarse_size(degree)[0]
         grid = density_grid(e2, size, 2 * size)
-    lat, lon = grid.lat, grid.lon
-    f = grid_logits(e2, lat.shape[0], lon.shape[0]).double()
-    cand, _ = _grid_candidates(f, lat, lon, top + 2)
-    k, c = cand.shape[:2]
-    refined, peak = refine_modes(e2.repeat_interleave(c, 0), cand.reshape(-1, 2))
-    cells = torch.stack(torch.meshgrid(lat, lon, indexing="ij"), -1).reshape(-1, 2)
-    cell_mass = grid.mass.reshape(-1)
-    dist = geo.pairwise_km(refined.to(cells.dtype), cells)  # [k*c, cells]
-    rough = ((dist < radius_km) * cell_mass[None]).sum(1)
-    kept: list[int] = []
-    for i in torch.argsort(rough, descending=True).tolist():
-        if all(float(geo.great_circle_km(refined[i], refined[j])) >= radius_km for j in kept):
-            kept.append(i)
-    # each cell counts for its nearest mode only, so the masses of different modes never overlap
-    d = dist[kept]
-    owner = d.argmin(0)
-    inside = d.gather(0, owner[None])[0] < radius_km
-    mass = torch.zeros(len(kept), dtype=cell_mass.dtype, device=cell_mass.device).index_add_(0, owner[inside], cell_mass[inside])
-    order = torch.argsort(mass, descending=True).tolist()[:top]
-    modes = tuple(
-        Mode(lat=float(refined[kept[o], 0]), lon=float(refined[kept[o], 1]), mass=float(mass[o]), radius_km=radius_km,
-             logit=float(peak[kept[o]]))
-        for o in order
-    )
-    return modes
+    return batch_modes(e2[None], [grid], top=top, radius_km=radius_km)[0]
 
 
 # --------------------------------------------------------------------------- anchor decoder (eq. 17)
