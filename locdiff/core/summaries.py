@@ -225,8 +225,12 @@ def _modes(peaks: dict, grids: list[DensityGrid], *, top: int, radius_km: float)
     cos_r = math.cos(radius_km / geo.EARTH_RADIUS_KM)
     n_lat, n_lon = grids[0].lat.shape[0], grids[0].lon.shape[0]
     cells = geo.to_xyz(torch.stack(torch.meshgrid(grids[0].lat, grids[0].lon, indexing="ij"), -1).reshape(-1, 2))
-    xyz_all = geo.to_xyz(refined.to(cells.dtype))
-    point, cell, cos = _cap_entries(xyz_all, *refined.to(cells.dtype).unbind(1), cells, n_lat, n_lon, radius_km)
+    latlon = refined.to(cells.dtype)
+    xyz_all = geo.to_xyz(latlon)
+    point, cell, cos = _cap_entries(xyz_all, *latlon.unbind(1), cells, n_lat, n_lon, radius_km)
+    by_point = torch.argsort(point, stable=True)  # each peak's cap cells together, in their window order
+    point, cell, cos = point[by_point], cell[by_point], cos[by_point]
+    ends = torch.cumsum(torch.bincount(point, minlength=len(refined)), 0).tolist()
     masses = torch.stack([g.mass.reshape(-1) for g in grids])  # [B, cells]
     rough_all = torch.zeros(len(refined), dtype=masses.dtype, device=device).index_add_(
         0, point, masses[owner_input[point], cell])  # each peak's mixture mass within the radius
@@ -240,8 +244,10 @@ def _modes(peaks: dict, grids: list[DensityGrid], *, top: int, radius_km: float)
             if not any(near[j][q] for q in kept):
                 kept.append(j)
         # each cell within the radius of a kept mode goes to the nearest one (ties: the better-ranked)
-        mode, cell_k, cos_k = _cap_entries(xyz[kept], *refined[mine[kept]].to(cells.dtype).unbind(1), cells, n_lat, n_lon,
-                                           radius_km)
+        spans = [(ends[g] - (ends[g - 1] if g else 0), ends[g]) for g in mine[kept].tolist()]  # (count, end) of its entries
+        rows = torch.cat([torch.arange(end - n, end, device=device) for n, end in spans])
+        mode = torch.repeat_interleave(torch.arange(len(kept), device=device), torch.tensor([n for n, _ in spans], device=device))
+        cell_k, cos_k = cell[rows], cos[rows]
         best = torch.full((cells.shape[0],), -2.0, dtype=cos_k.dtype, device=device).scatter_reduce_(0, cell_k, cos_k, "amax")
         win = cos_k == best[cell_k]
         first = torch.full((cells.shape[0],), len(kept), device=device).scatter_reduce_(0, cell_k[win], mode[win], "amin")
