@@ -34,7 +34,7 @@ from locdiff.services.progress import NullProgress
 from locdiff.services.sampling import input_seed, per_input_noise, sample_coefficients
 
 
-@attrs.define
+@attrs.frozen
 class _Staged:
     """A chunk between its two halves: embedded and sampled (``e`` [B, K, D], None for calibrated maps), not summarised."""
 
@@ -74,14 +74,11 @@ class BatchPredictor:
         chunks = (list(inputs[start : start + self.chunk]) for start in range(0, len(inputs), self.chunk))
         return [r for _, results in self._pipelined(chunks, settings) for r in results]
 
-    def _predict_chunk(self, items: list[BatchInput], settings: PredictSettings) -> list[Prediction | ItemFailure]:
-        return self._summarise(self._stage(items, settings))
-
     def _pipelined(self, chunks: Iterable[list[BatchInput]], settings: PredictSettings
                    ) -> Iterator[tuple[list[BatchInput], list[Prediction | ItemFailure]]]:
         """Each chunk with its results, in order. Chunks are embedded and sampled on this thread while the ``workers``
         threads summarise the chunks before them (the summaries are most of a chunk's work on a CPU); every operation
-        is the one :meth:`_predict_chunk` runs, so the answers are the same. Stopped early, chunks not yet delivered
+        is the one ``_summarise(_stage(chunk))`` runs in sequence, so the answers are the same. Stopped early, chunks not yet delivered
         are dropped (never half delivered) and the workers are stopped."""
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="locdiff-summaries")
         pending: deque[tuple[list[BatchInput], Future]] = deque()
@@ -102,10 +99,8 @@ class BatchPredictor:
         """Embed the chunk and draw its K SHDD samples per usable input (the network's part of the work)."""
         results: list[Prediction | ItemFailure | None] = [None] * len(items)
         cond, keys, where = self._embed(items, results)
-        staged = _Staged(items, results, where, keys, cond, None, settings)
-        if where and self.service.calibrator is None:
-            staged.e = self._sample(cond, keys, settings)
-        return staged
+        e = self._sample(cond, keys, settings) if where and self.service.calibrator is None else None
+        return _Staged(items, results, where, keys, cond, e, settings)
 
     def _summarise(self, staged: _Staged) -> list[Prediction | ItemFailure]:
         """Decode and summarise a staged chunk (:func:`~locdiff.core.summaries.predictions`); failures kept in place."""

@@ -174,7 +174,7 @@ def test_the_pipeline_summarises_on_its_worker_and_equals_chunk_by_chunk(one_thr
     """Summaries run on the worker thread while the next chunk is sampled; the answers equal the plain sequence."""
     items = texts(7)
     p = predictor(chunk=3)
-    plain = [r for start in range(0, 7, 3) for r in p._predict_chunk(items[start : start + 3], SETTINGS)]
+    plain = [r for start in range(0, 7, 3) for r in p._summarise(p._stage(items[start : start + 3], SETTINGS))]
     threads, summarise = [], BatchPredictor._summarise
 
     def spy(self, staged):
