@@ -68,13 +68,10 @@ class Rows:
         pass
 
 
-WORKERS = 2
-
-
-def predictor(run: Path, workdir: Path, chunk: int):
+def predictor(run: Path, workdir: Path, chunk: int, workers: int):
     from locdiff.container import build_batch_predictor
 
-    return build_batch_predictor(run, device="cpu", workdir=str(workdir), places=False, chunk=chunk, workers=WORKERS)
+    return build_batch_predictor(run, device="cpu", workdir=str(workdir), places=False, chunk=chunk, workers=workers)
 
 
 def timed_run(pred, items, s) -> tuple[float, list[dict]]:
@@ -90,13 +87,13 @@ def text_inputs(texts):
     return [BatchInput(i, "text", t) for i, t in enumerate(texts)]
 
 
-def bench_texts(run: Path, tmp: Path, n: int, n_one: int, chunk: int, s) -> dict:
+def bench_texts(run: Path, tmp: Path, n: int, n_one: int, chunk: int, workers: int, s) -> dict:
     texts = queries(n)
     out = {}
-    batched = predictor(run, tmp / "batched", chunk)
+    batched = predictor(run, tmp / "batched", chunk, workers)
     batched.predict(text_inputs(["warm-up query"]), s)  # the embedder's model loads outside the timing
     out["batched_s"], rows_b = timed_run(batched, text_inputs(texts), s)
-    single = predictor(run, tmp / "single", 1)
+    single = predictor(run, tmp / "single", 1, workers)
     single.predict(text_inputs(["warm-up query"]), s)
     out["single_s"], rows_1 = timed_run(single, text_inputs(texts[:n_one]), s)
     from locdiff.container import build_prediction_service
@@ -117,12 +114,12 @@ def bench_texts(run: Path, tmp: Path, n: int, n_one: int, chunk: int, s) -> dict
     out["legacy_all_cores_s"] = time.perf_counter() - start
     torch.set_num_threads(threads)
     # the same texts batched on that loop's cached embeddings: the app's answers must equal the batch's, bit for bit
-    again = predictor(run, tmp / "legacy", chunk).predict(text_inputs(texts[:n_one]), s)
+    again = predictor(run, tmp / "legacy", chunk, workers).predict(text_inputs(texts[:n_one]), s)
     out["identical_predict_text"] = sum(
         a.point == b.point and a.modes == b.modes and bool((a.samples == b.samples).all()) and bool((a.grid.mass == b.grid.mass).all())
         for a, b in zip(answers, again))
     # identical answers: the batched pipeline on the one-at-a-time run's cached embeddings, in chunks of `chunk`
-    rechunked = predictor(run, tmp / "single", chunk)
+    rechunked = predictor(run, tmp / "single", chunk, workers)
     _, rows_same = timed_run(rechunked, text_inputs(texts[:n_one]), s)
     out["identical_rows"] = sum(a == b for a, b in zip(rows_same, rows_1))
     out["max_point_diff_deg_fresh_embeddings"] = max(
@@ -131,29 +128,29 @@ def bench_texts(run: Path, tmp: Path, n: int, n_one: int, chunk: int, s) -> dict
     return out
 
 
-def bench_images(tmp: Path, n: int, n_one: int, chunk: int, s) -> dict:
+def bench_images(tmp: Path, n: int, n_one: int, chunk: int, workers: int, s) -> dict:
     from locdiff.ports import BatchInput
     from tests.support.tiny_run import make_photos, make_tiny_run
 
     run = make_tiny_run(tmp / "clip")
     paths = make_photos(tmp / "photos", n, size=256)
     items = [BatchInput(i, "image", str(p)) for i, p in enumerate(paths)]
-    batched = predictor(run, tmp / "img-batched", chunk)
+    batched = predictor(run, tmp / "img-batched", chunk, workers)
     batched.predict(text_inputs(["warm-up"]), s)
     t_b, rows_b = timed_run(batched, items, s)
-    single = predictor(run, tmp / "img-single", 1)
+    single = predictor(run, tmp / "img-single", 1, workers)
     single.predict(text_inputs(["warm-up"]), s)
     t_1, rows_1 = timed_run(single, items[:n_one], s)
     return {"n": n, "n_one": n_one, "batched_s": t_b, "single_s": t_1, "errors": sum(r["error"] is not None for r in rows_b)}
 
 
-def memory_child(run: Path, n: int, chunk: int, s) -> None:
+def memory_child(run: Path, n: int, chunk: int, workers: int, s) -> None:
     from locdiff.container import batch_inputs, prediction_sink
 
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "q.csv"
         src.write_text("text\n" + "".join(f'"{t}"\n' for t in queries(n, offset=10_000)))
-        pred = predictor(run, Path(d), chunk)
+        pred = predictor(run, Path(d), chunk, workers)
         sink = prediction_sink(Path(d) / "out.jsonl")
         start = time.perf_counter()
         report = pred.run(batch_inputs(str(src)), sink, s)
@@ -180,18 +177,16 @@ def main() -> None:
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     s = settings(args.sampler, args.steps, args.projection)
-    global WORKERS
-    WORKERS = args.workers
     torch.set_num_threads(args.threads)
     os.environ.pop("LOCDIFF_CACHE", None)  # each mode embeds from scratch in its own cache
     run = Path(args.run)
     if args.child:
-        memory_child(run, args.child, args.chunk, settings(args.sampler, args.memory_steps, args.projection, args.memory_samples))
+        memory_child(run, args.child, args.chunk, args.workers, settings(args.sampler, args.memory_steps, args.projection, args.memory_samples))
         return
     print(f"bench_predict: {status()} chunk={args.chunk} workers={args.workers} K=16 {args.sampler}-{args.steps} projection={args.projection} grid 90x180", flush=True)
     with tempfile.TemporaryDirectory() as d:
         if args.texts:
-            t = bench_texts(run, Path(d), args.texts, args.one_at_a_time, args.chunk, s)
+            t = bench_texts(run, Path(d), args.texts, args.one_at_a_time, args.chunk, args.workers, s)
             b, one, leg = t["n"] / t["batched_s"], t["n_one"] / t["single_s"], t["n_one"] / t["legacy_s"]
             leg_all = t["n_one"] / t["legacy_all_cores_s"]
             print(f"texts  batched     {t['n']:5d} items {t['batched_s']:7.1f} s  {b:6.2f} items/s")
@@ -206,7 +201,7 @@ def main() -> None:
                   f"predict_text answers equal to the batch's (samples, point, modes, map): {t['identical_predict_text']} / {t['n_one']}",
                   flush=True)
         if args.images:
-            im = bench_images(Path(d), args.images, min(args.images, args.one_at_a_time), args.chunk, s)
+            im = bench_images(Path(d), args.images, min(args.images, args.one_at_a_time), args.chunk, args.workers, s)
             b, one = im["n"] / im["batched_s"], im["n_one"] / im["single_s"]
             print(f"images batched {im['n']} {b:.2f} items/s; one-at-a-time {im['n_one']} {one:.2f} items/s; ratio {b / one:.2f}x "
                   f"(tiny CLIP, 256x256 PNGs, {im['errors']} errors)", flush=True)
