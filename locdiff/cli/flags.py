@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from locdiff.config import EMBEDDERS, RunConfig
-from locdiff.core.diffusion import DEFAULT_PROJECTION, LOSSES, PROJECTIONS
-from locdiff.core.metrics import format_table, random_guess_accuracy
+from locdiff.core.diffusion import LOSSES, PROJECTIONS
+from locdiff.core.metrics import format_table
 from locdiff.core.reduction import REDUCERS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "default.toml"
@@ -55,10 +55,6 @@ def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
 
         print("\nproper scores (mean [95 % bootstrap interval over places]; coverage raw, uncalibrated):")
         print(format_scores_table(rows))
-
-
-def random_row() -> dict[str, float]:
-    return random_guess_accuracy() | {"median_km": float("nan"), "geoscore": float("nan")}
 
 
 # --------------------------------------------------------------------------- flag groups

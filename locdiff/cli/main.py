@@ -16,6 +16,7 @@ from locdiff.cli import flags
 from locdiff.cli import hybrid as cli_hybrid
 from locdiff.config import VIEWS, RunConfig, apply_overrides
 from locdiff.core.diffusion import DEFAULT_SAMPLER, DEFAULT_SAMPLER_STEPS, SAMPLERS
+from locdiff.core.scores import random_row
 from locdiff.core.splits import EVAL_SPLITS
 
 
@@ -45,7 +46,7 @@ def cmd_train(args) -> int:
             rows[f"LocDiffusion ({split}, {config.eval.reducer})"] = ev.metrics
             if ev.one_step is not None:  # the chain must beat it (issue #10)
                 rows[f"one-step x0 ({split}, {config.eval.reducer})"] = ev.one_step
-        rows["random guess"] = flags.random_row()
+        rows["random guess"] = random_row()
         e = config.eval
         flags.print_table(f"Held-out accuracy (%), run {outcome.run_id}, {e.samples} samples, {e.sampler} {e.sampler_steps} steps:", rows)
     print(f"\ntotal {outcome.seconds:.0f} s")
@@ -129,7 +130,7 @@ def cmd_eval(args) -> int:
                                              progress=flags.progress))
         if ev.one_step is not None:
             rows.setdefault(f"one-step x0 ({args.reducer})", ev.one_step)  # the chain must beat it (issue #10)
-    rows["random guess"] = flags.random_row()
+    rows["random guess"] = random_row()
     n = data.splits[args.split].numel()
     flags.print_table(f"{data.name} / {args.split} ({int(n if args.max_items is None else min(args.max_items, n))} items), {args.samples} samples:", rows)
     if args.json:

@@ -26,7 +26,7 @@ from locdiff.core import geo
 from locdiff.core.calibration import LEVELS, hpd_levels
 from locdiff.core.decoding import log_normalizer
 from locdiff.core.harmonics import real_sh
-from locdiff.core.metrics import SCALES_KM, summarize
+from locdiff.core.metrics import SCALES_KM, random_guess_accuracy, summarize
 from locdiff.core.shdd import check_coeffs
 
 LOG_4PI = math.log(4 * math.pi)
@@ -180,3 +180,9 @@ def format_scores_table(rows: dict[str, dict[str, float]]) -> str:
             cells.append(cell)
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines)
+
+
+def random_row() -> dict[str, float]:
+    """A uniform guess as a table row: the cap-area accuracies and the uniform density's NLL log 4π (its HPD regions
+    cover exactly, so no coverage is shown)."""
+    return random_guess_accuracy() | {"median_km": math.nan, "geoscore": math.nan, "nll": LOG_4PI}

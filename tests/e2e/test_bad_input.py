@@ -348,3 +348,5 @@ def test_train_prints_the_proper_scores_and_the_one_step_row(work, capsys, injec
     assert "proper scores" in table and "one-step x0 (test, mode)" in table
     scores = table.split("proper scores")[1]
     assert "| LocDiffusion (test, mode) | " in scores and "| one-step x0 (test, mode) | " in scores
+    uniform = next(line for line in scores.splitlines() if line.startswith("| random guess |"))
+    assert "| 2.531 |" in uniform, uniform  # the uniform density's NLL, log 4π, beside the models'

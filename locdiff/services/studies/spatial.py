@@ -13,7 +13,8 @@ from locdiff.services.studies.hybrid_rows import choose_hybrid, hybrid_row
 from locdiff.services.studies.models import model_for
 from locdiff.services.studies.recording import close_study, open_study, recording
 from locdiff.services.studies.settings import StudyEnv, StudySettings, default_settings
-from locdiff.services.studies.steps import baseline_rows, fit_baselines, locdiff_rows, random_row, sample_items, split_items
+from locdiff.core.scores import random_row
+from locdiff.services.studies.steps import baseline_rows, fit_baselines, locdiff_rows, sample_items, split_items
 
 
 def spatial_study(source: DatasetSource, embedder: Embedder, config: RunConfig, env: StudyEnv, settings: StudySettings | None = None) -> StudyResult:

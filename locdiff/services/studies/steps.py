@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,9 +13,9 @@ from locdiff.config import RunConfig
 from locdiff.core.baselines import baseline_fitters
 from locdiff.core.bundle import ModelBundle
 from locdiff.core.decoding import decode, default_radius_km
-from locdiff.core.metrics import random_guess_accuracy, summarize
+from locdiff.core.metrics import summarize
 from locdiff.core.reduction import reduce_samples
-from locdiff.core.scores import LOG_4PI, accuracy_intervals, proper_scores, summarize_scores
+from locdiff.core.scores import accuracy_intervals, proper_scores, summarize_scores
 from locdiff.core.tables import StudyResult
 from locdiff.services.data import PreparedData
 from locdiff.services.evaluation import one_step_scored, scored
@@ -93,11 +92,6 @@ def locdiff_rows(result: StudyResult, table: str, model: ModelBundle, sampled: S
     result.add_row(table, f"↳ its one-step prediction ({settings.samples} x0 draws from noise, {reducers[0]})",
                    one_step_scored(model, cond, truth, samples=settings.samples, reducer=reducers[0], seed=settings.seed,
                                    device=env.compute.device))
-
-
-def random_row() -> dict[str, float]:
-    """A uniform guess: the cap-area accuracies, and the uniform density's NLL log 4π (its HPD regions cover exactly)."""
-    return random_guess_accuracy() | {"median_km": math.nan, "geoscore": math.nan, "nll": LOG_4PI}
 
 
 def fit_baselines(data: PreparedData, settings: StudySettings, env: StudyEnv) -> dict[str, tuple[Any, float]]:
