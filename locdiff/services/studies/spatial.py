@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from locdiff.config import RunConfig, apply_overrides
+from locdiff.core.scores import random_row
 from locdiff.core.tables import StudyResult
 from locdiff.ports import DatasetSource, Embedder
 from locdiff.services.data import prepare
@@ -13,7 +14,6 @@ from locdiff.services.studies.hybrid_rows import choose_hybrid, hybrid_row
 from locdiff.services.studies.models import model_for
 from locdiff.services.studies.recording import close_study, open_study, recording
 from locdiff.services.studies.settings import StudyEnv, StudySettings, default_settings
-from locdiff.core.scores import random_row
 from locdiff.services.studies.steps import baseline_rows, fit_baselines, locdiff_rows, sample_items, split_items
 
 
